@@ -1,0 +1,179 @@
+"""Vector quantiser: the discrete bottleneck of the VQ-VAE.
+
+Each input vector is replaced by its nearest codebook vector. Gradients pass
+straight through the rounding (van den Oord et al., 2017). The codebook is
+learned either by exponential moving averages of the vectors assigned to each
+code (the stable default) or by a codebook loss. Options follow the ones the
+field relies on: cosine or Euclidean distance, k-means initialisation from the
+first batch, and restarting codes that fall out of use.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 10, cosine: bool = False,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Plain Lloyd's k-means on rows of `x`; returns `num_clusters` centroids."""
+    n = x.shape[0]
+    if n >= num_clusters:
+        idx = torch.randperm(n, generator=generator, device="cpu")[:num_clusters].to(x.device)
+    else:
+        idx = torch.randint(0, n, (num_clusters,), generator=generator, device="cpu").to(x.device)
+    centroids = x[idx].clone()
+    for _ in range(iters):
+        if cosine:
+            assign = (x @ centroids.t()).argmax(dim=1)
+        else:
+            assign = torch.cdist(x, centroids).argmin(dim=1)
+        counts = torch.bincount(assign, minlength=num_clusters).to(x.dtype)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+        empty = counts == 0
+        new = sums / counts.clamp(min=1).unsqueeze(1)
+        if cosine:
+            new = F.normalize(new, dim=1)
+        centroids = torch.where(empty.unsqueeze(1), centroids, new)
+    return centroids
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-neighbour quantisation of a feature map of shape (B, D, H, W).
+
+    `forward` returns `(quantized, indices, loss)`: the quantised map with a
+    straight-through gradient, the code indices (B, H, W), and the commitment
+    (plus, without EMA, codebook) loss.
+    """
+
+    def __init__(self, *, codebook_size: int, dim: int, distance: str = "euclidean",
+                 ema: bool = True, decay: float = 0.99, commitment_weight: float = 0.25,
+                 kmeans_init: bool = True, kmeans_iters: int = 10,
+                 dead_code_threshold: float = 1.0, eps: float = 1e-5):
+        super().__init__()
+        if distance not in ("euclidean", "cosine"):
+            raise ValueError(f"distance must be 'euclidean' or 'cosine', not {distance!r}")
+        self.codebook_size = codebook_size
+        self.dim = dim
+        self.cosine = distance == "cosine"
+        self.ema = ema
+        self.decay = decay
+        self.commitment_weight = commitment_weight
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.eps = eps
+
+        embed = torch.randn(codebook_size, dim)
+        if self.cosine:
+            embed = F.normalize(embed, dim=1)
+        if ema:
+            self.register_buffer("embed", embed)
+            self.register_buffer("embed_sum", embed.clone())
+        else:
+            self.embed = nn.Parameter(embed)
+        # How many vectors each code received recently (EMA of counts per batch);
+        # drives the EMA update and tells which codes are dead.
+        self.register_buffer("cluster_size", torch.ones(codebook_size))
+        self.register_buffer("initted", torch.tensor(not kmeans_init))
+        # Counts since the last call to `usage()`: not saved with the weights.
+        self.register_buffer("counts", torch.zeros(codebook_size), persistent=False)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return F.normalize(self.embed, dim=1) if self.cosine else self.embed
+
+    def _prepare(self, flat: torch.Tensor) -> torch.Tensor:
+        return F.normalize(flat, dim=1) if self.cosine else flat
+
+    def nearest(self, flat: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for each row of `flat` (N, D)."""
+        codebook = self.codebook
+        if self.cosine:
+            return (flat @ codebook.t()).argmax(dim=1)
+        dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t()
+                + codebook.pow(2).sum(1).unsqueeze(0))
+        return dist.argmin(dim=1)
+
+    @torch.no_grad()
+    def _init_from_data(self, flat: torch.Tensor) -> None:
+        sample = flat[torch.randperm(flat.shape[0], device=flat.device)[:20000]]
+        centroids = kmeans(sample.float(), self.codebook_size, self.kmeans_iters, self.cosine)
+        self.embed.data.copy_(centroids)
+        if self.ema:
+            self.embed_sum.copy_(centroids)
+        self.cluster_size.fill_(1.0)
+        self.initted.fill_(True)
+
+    @torch.no_grad()
+    def _ema_update(self, flat: torch.Tensor, onehot_counts: torch.Tensor, indices: torch.Tensor) -> None:
+        batch_sum = torch.zeros_like(self.embed_sum).index_add_(0, indices, flat)
+        self.cluster_size.mul_(self.decay).add_(onehot_counts, alpha=1 - self.decay)
+        self.embed_sum.mul_(self.decay).add_(batch_sum, alpha=1 - self.decay)
+        # Laplace smoothing keeps codes with no recent use from dividing by zero.
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.eps) / (n + self.codebook_size * self.eps) * n
+        embed = self.embed_sum / smoothed.unsqueeze(1)
+        self.embed.copy_(F.normalize(embed, dim=1) if self.cosine else embed)
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, flat: torch.Tensor) -> None:
+        dead = self.cluster_size < self.dead_code_threshold
+        num_dead = int(dead.sum())
+        if num_dead == 0:
+            return
+        # Replace each dead code with a random encoder output from this batch,
+        # so every code is somewhere the data actually is.
+        picks = flat[torch.randint(0, flat.shape[0], (num_dead,), device=flat.device)]
+        self.embed.data[dead] = picks
+        self.cluster_size[dead] = self.dead_code_threshold
+        if self.ema:
+            self.embed_sum[dead] = picks * self.dead_code_threshold
+
+    def forward(self, z: torch.Tensor):
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        flat = self._prepare(flat)
+        if self.training and not bool(self.initted):
+            self._init_from_data(flat.detach())
+
+        indices = self.nearest(flat.detach())
+        codes = self.codebook[indices]
+        counts = torch.bincount(indices, minlength=self.codebook_size).to(self.counts.dtype)
+        self.counts += counts
+
+        if self.training:
+            if self.ema:
+                self._ema_update(flat.detach().float(), counts, indices)
+            else:
+                self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+            if self.dead_code_threshold > 0:
+                self._restart_dead_codes(flat.detach())
+
+        commitment = F.mse_loss(flat, codes.detach())
+        loss = self.commitment_weight * commitment
+        if not self.ema:
+            loss = loss + F.mse_loss(codes, flat.detach())
+        # Straight-through estimator: forward uses the code, backward the input.
+        quantized = flat + (codes - flat).detach()
+        quantized = quantized.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
+        return quantized, indices.reshape(b, h, w), loss
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Code vectors for an index grid (B, H, W) -> (B, D, H, W)."""
+        return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
+
+    def usage(self, reset: bool = True) -> dict[str, float]:
+        """Share of codes used and perplexity since the last reset."""
+        counts = self.counts
+        total = counts.sum().item()
+        if total == 0:
+            return {"usage": 0.0, "perplexity": 0.0}
+        p = counts / total
+        entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+        stats = {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
+        if reset:
+            self.counts.zero_()
+        return stats
