@@ -30,7 +30,7 @@ app = typer.Typer(
          "and [bold]vqgen gif 4 9[/bold].",
 )
 out = Console()
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 
 class Model(str, Enum):

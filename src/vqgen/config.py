@@ -23,9 +23,9 @@ from vqgen.models import MODEL_CONFIGS
 @dataclass
 class TrainConfig:
     dataset: str = "mnist"        # short name, Hub id or local folder
-    epochs: int = 3               # passes over the training split
+    epochs: int = 4               # passes over the training split
     batch_size: int = 64
-    lr: float = 3e-3              # peak learning rate (Adam)
+    lr: float = 1e-2              # peak learning rate (Adam)
     lr_schedule: str = "onecycle"  # onecycle (warm up, then anneal) | constant
     weight_decay: float = 0.0
     grad_clip: float = 1.0        # clip the gradient norm; 0 turns it off

@@ -378,7 +378,7 @@ def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,
             tensors["test_labels"] = test_y
         info = {"class_names": class_names, "converted": converted, "skipped": skipped, "source": src.source}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent runs may decode at once
         save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
         os.replace(tmp, path)
     return data
@@ -436,4 +436,6 @@ class Batches:
                 x = x.float().div_(255)
             if self.augment:
                 x = augment(x, generator=self.generator)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
             yield x, (self.labels[idx] if self.labels is not None else None)

@@ -68,16 +68,18 @@ def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = 
              hold: int = 3) -> Path:
     """An animated GIF that loops forever; `bounce` plays it there and back.
 
-    The first and last frames are held for `hold` frames so the endpoints read.
+    The first and last frames show `hold` times as long, so the endpoints read.
     """
     frames = upscale(frames.detach().cpu().float())
     seq = list(range(len(frames)))
     if bounce and len(seq) > 1:
-        seq = [0] * (hold - 1) + seq + [seq[-1]] * (hold - 1) + seq[-2:0:-1]
+        seq = seq + seq[-2:0:-1]
+    step = 1000 / fps
+    durations = [step * hold if bounce and i in (0, len(frames) - 1) else step for i in seq]
     arr = to_uint8(frames[seq])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, arr, extension=".gif", duration=1000 / fps, loop=0)
+    iio.imwrite(path, arr, extension=".gif", duration=durations, loop=0)
     return path
 
 

@@ -30,7 +30,7 @@ class TrainProgress:
     """What the trainer reports to; knows nothing of models."""
 
     def __init__(self, console: Console | None = None, live: bool | None = None):
-        self.console = console or Console(stderr=True)
+        self.console = console or Console(stderr=True, soft_wrap=True)
         self.live = self.console.is_terminal if live is None else live
         self.progress: Progress | None = None
 

@@ -60,7 +60,7 @@ def new_run_dir(out: Path, name: str) -> Path:
 
 def atomic_write(path: Path, write) -> None:
     """Call `write(tmp_path)`, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -267,6 +267,9 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
 
     device = resolve_device(cfg.train.device)
     generator = seed_everything(cfg.train.seed)
+    # Tiny gradients late in training become denormal floats, which CPUs handle
+    # many times slower; flushing them to zero keeps later epochs as fast as the first.
+    torch.set_flush_denormal(True)
 
     # Data: decoded once, cached, then kept in memory (on the GPU when training there).
     if model == "prior":
@@ -286,7 +289,11 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
     test_batches = D.Batches(test_x, test_y, cfg.train.eval_batch_size, shuffle=False, device=device, scale=scale)
 
     net = build_model(model, cfg.model_config).to(device)
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    if scale:  # convolutional models run faster on channels-last tensors, on CPU and GPU alike
+        net = net.to(memory_format=torch.channels_last)
+    # The fused Adam step is one kernel instead of several per parameter.
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
     total_steps = cfg.train.epochs * len(batches)
     rows: list[dict] = []
     start_epoch = 0
@@ -297,10 +304,13 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
         torch.set_rng_state(state["torch_rng"])
         generator.set_state(state["data_rng"])
         rows = runs.read_metrics(run_dir / runs.METRICS)[:start_epoch]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.lr_schedule, total_steps))
-    if start_epoch:
-        scheduler.last_epoch = start_epoch * len(batches) - 1
-        scheduler.step()
+    schedule = lr_lambda(cfg.train.lr_schedule, total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if start_epoch:  # continue the schedule where the run stopped (over the new total of epochs)
+        done = start_epoch * len(batches)
+        scheduler.last_epoch = done
+        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+            group["lr"] = base * schedule(done)
 
     if state is None:
         run_dir = runs.new_run_dir(Path(out), name or f"{model}-{runs.slug(cfg.train.dataset)}")

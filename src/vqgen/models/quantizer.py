@@ -93,9 +93,11 @@ class VectorQuantizer(nn.Module):
         codebook = self.codebook
         if self.cosine:
             return (flat @ codebook.t()).argmax(dim=1)
-        dist = (flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codebook.t()
-                + codebook.pow(2).sum(1).unsqueeze(0))
-        return dist.argmin(dim=1)
+        # argmin |x - e|^2 = argmax (x.e - |e|^2 / 2): |x|^2 is the same for every
+        # code, and appending a column of ones to x makes it a single matmul.
+        ones = torch.ones(flat.shape[0], 1, dtype=flat.dtype, device=flat.device)
+        bias = -0.5 * codebook.pow(2).sum(1, keepdim=True)
+        return (torch.cat([flat, ones], 1) @ torch.cat([codebook, bias], 1).t()).argmax(dim=1)
 
     @torch.no_grad()
     def _init_from_data(self, flat: torch.Tensor) -> None:
@@ -134,7 +136,8 @@ class VectorQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor):
         b, d, h, w = z.shape
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        # Distances and codebook updates in float32, also under mixed precision.
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
         flat = self._prepare(flat)
         if self.training and not bool(self.initted):
             self._init_from_data(flat.detach())

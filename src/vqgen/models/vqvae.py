@@ -20,16 +20,16 @@ from vqgen.models.quantizer import VectorQuantizer
 class VQVAEConfig:
     image_size: int = 28          # height = width of the images, divisible by 2**downsample
     channels: int = 1             # 1 for grayscale, 3 for RGB
-    hidden: int = 64              # channels of the deepest feature map
-    res_blocks: int = 1           # residual blocks on each side of the bottleneck
-    res_hidden: int = 32          # channels inside a residual block
+    hidden: int = 32              # channels of the deepest feature map
+    res_blocks: int = 2           # residual blocks on each side of the bottleneck
+    res_hidden: int = 16          # channels inside a residual block
     downsample: int = 2           # stride-2 stages: 28 -> 7 for MNIST
-    codebook_size: int = 256      # number of codes
-    code_dim: int = 16            # dimension of each code vector
+    codebook_size: int = 512      # number of codes
+    code_dim: int = 4             # dimension of each code vector (small dims keep codes in use)
     distance: str = "euclidean"   # euclidean | cosine
     ema: bool = True              # learn the codebook by moving averages (else by a loss)
     decay: float = 0.95           # EMA decay of the codebook
-    commitment_weight: float = 0.25
+    commitment_weight: float = 0.5   # pulls encoder outputs towards their codes
     kmeans_init: bool = True      # initialise the codebook by k-means on the first batch
     dead_code_threshold: float = 0.5  # restart codes used fewer times than this per batch (EMA)
 

