@@ -123,7 +123,13 @@ def resolve_dataset(name: str) -> DatasetSource:
 
 
 def probe_shape(src: DatasetSource) -> tuple[int, int]:
-    """(size, channels) to train a dataset at: its native shape, else its first image's."""
+    """(size, channels) to train a dataset at.
+
+    Known datasets have their native shape. Otherwise the first image decides
+    the channels (grayscale or colour), and the size is MNIST's 28 for
+    grayscale and the anime faces' 96 for colour; `image_size` in a config
+    file sets another.
+    """
     if src.native_shape:
         return src.native_shape
     if src.kind == "idx":
@@ -131,11 +137,13 @@ def probe_shape(src: DatasetSource) -> tuple[int, int]:
     if src.kind == "images":
         first = next(p for p in sorted(Path(src.source).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
         with Image.open(first) as im:
-            return im.size[0], 1 if im.mode in ("L", "1", "I", "I;16") else 3
-    ds = _load_hub(src)
-    split = next(iter(ds.values()))
-    im = split[0][_image_column(split)]
-    return im.size[0], 1 if im.mode in ("L", "1", "I", "I;16") else 3
+            mode = im.mode
+    else:
+        ds = _load_hub(src)
+        split = next(iter(ds.values()))
+        mode = split[0][_image_column(split)].mode
+    gray = mode in ("L", "1", "I", "I;16", "LA")
+    return (28, 1) if gray else (96, 3)
 
 
 # --------------------------------------------------------------------------- decoding

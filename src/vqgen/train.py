@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import save_file
 
 from vqgen import data as D
-from vqgen import images, runs
+from vqgen import generate, images, runs
 from vqgen.config import TRAIN_PRESETS, RunConfig, TrainConfig, build, coerce, read_yaml, split_settings
 from vqgen.errors import RunError, UsageError
 from vqgen.models import MODEL_CONFIGS, build_model
@@ -344,6 +344,9 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
             images.save_png(pic, run_dir / f"samples_epoch_{tr.epoch:03d}.png")
         else:
             images.save_png(autoencoder_picture(net, grid_originals), run_dir / f"recon_epoch_{tr.epoch:03d}.png")
+        if model == "vae":  # as pytorch/examples' VAE: new images from the same latents every epoch
+            pics = generate.sample_vae(net, 64, generator=torch.Generator().manual_seed(0))
+            images.save_grid(pics, run_dir / f"samples_epoch_{tr.epoch:03d}.png", nrow=8)
         if model == "vae" and tr.epoch == tr.epochs:
             latents = training_latents(net, train_x, device)
             runs.atomic_write(run_dir / runs.LATENTS, lambda tmp: save_file({"mu": latents}, str(tmp)))

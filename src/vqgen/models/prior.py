@@ -26,10 +26,10 @@ class PriorConfig:
     codebook_size: int = 256      # set from the VQ-VAE it belongs to
     grid: int = 7                 # the code grid is grid x grid
     num_classes: int = 0          # 0: unconditional
-    dim: int = 128                # width of the transformer
-    layers: int = 4
+    dim: int = 64                 # width of the transformer
+    layers: int = 2
     heads: int = 4
-    dropout: float = 0.1
+    dropout: float = 0.0          # one or two epochs do not overfit
 
 
 class CodePrior(nn.Module):
