@@ -105,7 +105,7 @@ def train(
     model: Model = typer.Option(Model.vqvae, "--model", "-m", help="vqvae, vae, or prior (a sampler for a VQ-VAE run)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="mnist, anime-faces, a Hub id (owner/name), or a local folder. Default: mnist."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings; flags override it."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (default: 4 for vqvae, 20 for vae, 2 for prior)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (default: 3 for vqvae, 20 for vae, 4 for prior)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per batch."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
@@ -307,7 +307,7 @@ def sample(
     digit: Optional[int] = typer.Option(None, "--digit", help="Only this digit (class-conditional prior)."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Only this class, by name."),
     sampler: Optional[str] = typer.Option(None, "--sampler", help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
-    temperature: float = typer.Option(1.0, "--temperature", "-t", help="Below 1: safer samples; above 1: more varied."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Below 1: safer samples; above 1: more varied (default: 1.0 for a VAE, 0.7 for a VQ-VAE's prior)."),
     top_k: int = typer.Option(0, "--top-k", help="VQ-VAE prior: draw only from the k likeliest codes (0: all)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG grid to write (default: RUN/samples.png)."),
@@ -322,7 +322,7 @@ def sample(
 
     if n < 1:
         raise UsageError("--n must be at least 1")
-    if temperature <= 0:
+    if temperature is not None and temperature <= 0:
         raise UsageError("--temperature must be positive")
     gen = torch.Generator().manual_seed(seed)
     if run is None:
@@ -337,14 +337,15 @@ def sample(
             from safetensors.torch import load_file
             lp = ckpt.run_dir / runs.LATENTS
             latents = load_file(str(lp))["mu"] if lp.is_file() else None
-        pics = generate.sample_vae(ckpt.model, n, sampler or "prior", temperature, latents, gen)
+        pics = generate.sample_vae(ckpt.model, n, sampler or "prior", temperature or 1.0, latents, gen)
         target_dir = ckpt.run_dir
     else:
         if sampler is not None:
             raise UsageError("--sampler is for VAE runs; a VQ-VAE samples through its prior")
         prior_ckpt, vq = open_prior(ckpt)
         label = class_label(prior_ckpt, vq, digit, class_name)
-        pics = generate.sample_vqvae(vq.model, prior_ckpt.model, n, label, temperature, top_k, gen)
+        pics = generate.sample_vqvae(vq.model, prior_ckpt.model, n, label, temperature or generate.PRIOR_TEMPERATURE,
+                                     top_k, gen)
         target_dir = prior_ckpt.run_dir
     target = out_path or target_dir / "samples.png"
     images.save_grid(pics, target, nrow=min(n, max(1, round(math.sqrt(n)))) if n != 10 else 10)

@@ -23,7 +23,7 @@ from vqgen.models import MODEL_CONFIGS
 @dataclass
 class TrainConfig:
     dataset: str = "mnist"        # short name, Hub id or local folder
-    epochs: int = 4               # passes over the training split
+    epochs: int = 3               # passes over the training split
     batch_size: int = 64
     lr: float = 1e-2              # peak learning rate (Adam)
     lr_schedule: str = "onecycle"  # onecycle (warm up, then anneal) | constant
@@ -40,7 +40,7 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "vqvae": {},
     "vae": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
-    "prior": {"epochs": 2, "lr": 3e-3, "batch_size": 128},
+    "prior": {"epochs": 4, "lr": 3e-3, "batch_size": 128},
 }
 
 

@@ -171,8 +171,9 @@ def sample_vae(model, n: int, sampler: str = "prior", temperature: float = 1.0,
         if latents is None or len(latents) == 0:
             raise UsageError("--sampler mix needs the training latents the run stores at its end; "
                              "finish the run (vqgen train --resume RUN) or use --sampler prior")
-        # The seed's way: a random weighted average of a few stored training latents.
-        k = min(8, len(latents))
+        # The seed's way: a random weighted average of stored training latents.
+        # Three at a time: more would average every face into the same one.
+        k = min(3, len(latents))
         idx = torch.randint(0, len(latents), (n, k), generator=generator)
         w = torch.rand(n, k, generator=generator)
         w = w / w.sum(1, keepdim=True)
@@ -182,8 +183,12 @@ def sample_vae(model, n: int, sampler: str = "prior", temperature: float = 1.0,
     return model.decode(z.to(device)).cpu()
 
 
+# A small prior's samples read best a little cooler than its own distribution.
+PRIOR_TEMPERATURE = 0.7
+
+
 @torch.no_grad()
-def sample_vqvae(vqvae, prior, n: int, label: int | None = None, temperature: float = 1.0,
+def sample_vqvae(vqvae, prior, n: int, label: int | None = None, temperature: float = PRIOR_TEMPERATURE,
                  top_k: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
     """New images: code grids drawn from the prior, decoded by the VQ-VAE."""
     device = next(prior.parameters()).device

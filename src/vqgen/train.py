@@ -210,7 +210,7 @@ def prior_picture(prior, vqvae, class_names, generator) -> torch.Tensor:
         n, nrow = 10 * k, 10
     else:
         labels, n, nrow = None, 64, 8
-    codes = prior.sample(n, labels, generator=generator)
+    codes = prior.sample(n, labels, temperature=generate.PRIOR_TEMPERATURE, generator=generator)
     with torch.no_grad():
         pics = vqvae.decode_indices(codes)
     return images.grid_image(pics.cpu(), nrow=nrow)

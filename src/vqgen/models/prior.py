@@ -70,6 +70,8 @@ class CodePrior(nn.Module):
         # Inputs are shifted right by one: position i sees the start and codes < i.
         x = torch.cat([start, self.code_embed(codes[:, :-1])], dim=1) if t > 0 else start
         x = x[:, : max(t, 1)] + self.pos_embed[:, : max(t, 1)]
+        if self.conditional:  # the class is added at every position, not only at the start
+            x = x + start
         n = x.shape[1]
         h = self.blocks(x, mask=self.causal_mask[:n, :n], is_causal=True)
         return self.head(self.norm(h))
