@@ -296,3 +296,13 @@ def test_python_dash_m_and_version():
     assert out.returncode == 0 and out.stdout.startswith("vqgen ")
     r = invoke("--help")
     assert r.exit_code == 0 and "interpolate" in r.stdout and "sample" in r.stdout
+
+
+def test_offline_hub_download_says_how_to_use_a_local_copy(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    r = invoke("train", "--dataset", "mnist", "--out", tmp_path / "runs")
+    assert r.exit_code == 1
+    assert "could not download ylecun/mnist from the Hugging Face Hub" in r.stderr
+    assert "point --dataset at a local copy" in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -49,7 +49,7 @@ def test_cache_is_written_once_and_read_back(mnist_idx, tmp_path, monkeypatch):
     assert len(files) == 1
     logs = []
     second = D.load_images(str(mnist_idx), 28, 1, logs.append)
-    assert not any("Decoding" in line for line in logs)
+    assert not any("Preparing" in line for line in logs)
     assert torch.equal(first.train_images, second.train_images)
     assert torch.equal(first.test_labels, second.test_labels)
     # Another resolution is another cache entry.

@@ -363,7 +363,7 @@ def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,
                          t.get("train_labels"), t.get("test_labels"), info["class_names"],
                          info["converted"], info["skipped"])
 
-    log(f"Decoding {src.source} at {size}x{size}x{channels} (once; cached in {path.parent})")
+    log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {path.parent}")
     if src.kind == "idx":
         out, class_names, converted, skipped = _decode_idx(src, size, channels, log)
     else:
