@@ -48,7 +48,8 @@ def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, objec
     if looks_like_file:
         raise UsageError(f"{spec}: no such image file")
     if class_names:
-        shown = f"{class_names[0]}-{class_names[-1]}" if len(class_names) > 12 or class_names == [str(i) for i in range(len(class_names))] else ", ".join(class_names)
+        numbered = class_names == [str(i) for i in range(len(class_names))]
+        shown = f"{class_names[0]}-{class_names[-1]}" if numbered or len(class_names) > 12 else ", ".join(class_names)
         raise UsageError(f"{spec!r}: the dataset has no such class (classes: {shown}); "
                          "or give #INDEX or an image file")
     raise UsageError(f"{spec!r}: this dataset has no class labels; give #INDEX into its held-out "

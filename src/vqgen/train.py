@@ -9,9 +9,7 @@ to `metrics.csv` and write the checkpoint after every epoch.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import math
 import random
 from dataclasses import dataclass
@@ -27,11 +25,11 @@ from vqgen import generate, images, runs
 from vqgen.config import TRAIN_PRESETS, RunConfig, TrainConfig, build, coerce, read_yaml, split_settings
 from vqgen.errors import RunError, UsageError
 from vqgen.models import MODEL_CONFIGS, build_model
-from vqgen.models.prior import PriorConfig
 from vqgen.progress import TrainProgress
 from vqgen.trainer import Trainer
 
 MODEL_CHOICES = ("vqvae", "vae", "prior")
+SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")   # held-out figures shown after each epoch
 
 
 def resolve_device(name: str) -> torch.device:
@@ -368,9 +366,6 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
     curves = [c for c in ("train_loss", "test_loss", "test_mse") if rows and c in rows[-1]]
     images.plot_curves(rows, curves, run_dir / "loss_curve.png", title=f"{model} on {runs.slug(cfg.train.dataset)}")
     return TrainResult(run_dir, rows[-1] if rows else {})
-
-
-SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")
 
 
 def _uses_labels(cfg: RunConfig) -> bool:
