@@ -105,7 +105,7 @@ def train(
     model: Model = typer.Option(Model.vqvae, "--model", "-m", help="vqvae, vae, or prior (a sampler for a VQ-VAE run)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="mnist, anime-faces, a Hub id (owner/name), or a local folder. Default: mnist."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings; flags override it."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (default: 3 for vqvae, 20 for vae, 4 for prior)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (default: 3 for vqvae, 20 for vae, 2 for prior)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per batch."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
