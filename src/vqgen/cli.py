@@ -216,11 +216,6 @@ def _morph(a: str, b: str, steps: int, run: Optional[Path], method: str, space: 
     return ckpt, frames
 
 
-def _check_steps(steps: int) -> None:
-    if steps < 2:
-        raise UsageError(f"--steps {steps}: a morph needs at least 2 steps (start and end)")
-
-
 @app.command(epilog="Examples:\n\n  vqgen interpolate 4 9 --steps 12\n\n  vqgen interpolate '#3' '#10' --frames frames/"
              "\n\n  vqgen interpolate a.png b.png --run runs/vae-anime-faces --method slerp")
 @handle_errors
@@ -237,7 +232,7 @@ def interpolate(
     """Morph A into B through the latent space; writes a PNG strip."""
     from vqgen import generate, images
 
-    _check_steps(steps)
+    generate.check_steps(steps)  # before loading anything
     ckpt, seq = _morph(a, b, steps, run, method, space)
     target = out_path or ckpt.run_dir / f"interp_{generate.endpoint_name(a)}_to_{generate.endpoint_name(b)}.png"
     images.save_grid(seq, target, nrow=steps)
@@ -271,7 +266,7 @@ def gif(
         return
     if a is None or b is None:
         raise UsageError("give two endpoints (vqgen gif 4 9), or --training RUN")
-    _check_steps(steps)
+    generate.check_steps(steps)  # before loading anything
     ckpt, seq = _morph(a, b, steps, run, method, space)
     target = out_path or ckpt.run_dir / f"morph_{generate.endpoint_name(a)}_to_{generate.endpoint_name(b)}.gif"
     images.save_gif(seq, target, fps=fps)

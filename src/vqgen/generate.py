@@ -107,6 +107,11 @@ def interpolate_latents(za: torch.Tensor, zb: torch.Tensor, steps: int, method: 
     return torch.cat([torch.lerp(za, zb, t) for t in ts])
 
 
+def check_steps(steps: int) -> None:
+    if steps < 2:
+        raise UsageError(f"--steps {steps}: a morph needs at least 2 steps (start and end)")
+
+
 @torch.no_grad()
 def morph(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "lerp",
           space: str = "pre") -> torch.Tensor:
@@ -116,8 +121,7 @@ def morph(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "
     (`space="pre"`, the seed's way), or interpolate the quantised latents
     (`"post"`). VAE: interpolate the latent means.
     """
-    if steps < 2:
-        raise UsageError(f"--steps {steps}: a morph needs at least 2 steps (start and end)")
+    check_steps(steps)
     if method not in ("lerp", "slerp"):
         raise UsageError(f"--method {method}: use lerp or slerp")
     model.eval()
@@ -132,7 +136,6 @@ def morph(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "
             frames = model.decode(interpolate_latents(za, zb, steps, method))
         else:
             frames = model.decode(model.quantize(interpolate_latents(za, zb, steps, method))[0])
-        model.epoch_metrics()
         return frames.cpu()
     za, zb = model.encode(xa)[0], model.encode(xb)[0]
     return model.decode(interpolate_latents(za, zb, steps, method)).cpu()
@@ -146,8 +149,6 @@ def reconstruct(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     model.eval()
     device = next(model.parameters()).device
     out = [model.reconstruct(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    if hasattr(model, "epoch_metrics"):
-        model.epoch_metrics()
     return torch.cat(out)
 
 

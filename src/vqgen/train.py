@@ -115,7 +115,6 @@ def encode_codes(vqvae, images_u8: torch.Tensor, device, batch_size: int = 1000)
         x = images_u8[i:i + batch_size].to(device).float().div(255)
         _, idx, _ = vqvae.quantize(vqvae.encode(x))
         out.append(idx.cpu())
-    vqvae.quantizer.usage(reset=True)
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
@@ -172,6 +171,8 @@ def resolve_config(model: str, dataset: str | None, config_file: str | None, ove
 def evaluate(model, batches) -> dict:
     """Average loss terms on held-out data; PSNR from the mean MSE where there is one."""
     model.eval()
+    if hasattr(model, "epoch_metrics"):
+        model.epoch_metrics()  # count codebook use over the held-out data alone
     sums: dict[str, float] = {}
     count = 0
     for batch in batches:
@@ -193,8 +194,6 @@ def autoencoder_picture(model, originals: torch.Tensor) -> torch.Tensor:
     model.eval()
     with torch.no_grad():
         recon = model.reconstruct(originals)
-    if hasattr(model, "epoch_metrics"):
-        model.epoch_metrics()  # these few images must not count towards the epoch's usage
     return images.grid_image(torch.cat([originals, recon]).cpu(), nrow=originals.shape[0])
 
 

@@ -54,6 +54,8 @@ class Trainer:
 
     def run_epoch(self) -> None:
         self.model.train()
+        if hasattr(self.model, "epoch_metrics"):
+            self.model.epoch_metrics()  # start counting afresh: pictures and evaluation count too
         self.progress.start_epoch(self.epoch + 1)
         sums: dict[str, float] = defaultdict(float)
         count = 0
