@@ -343,7 +343,7 @@ def sample(
                                      top_k, gen)
         target_dir = prior_ckpt.run_dir
     target = out_path or target_dir / "samples.png"
-    images.save_grid(pics, target, nrow=min(n, max(1, round(math.sqrt(n)))) if n != 10 else 10)
+    images.save_grid(pics, target, nrow=10 if n == 10 else max(1, round(math.sqrt(n))))
     if frames:
         images.save_frames(pics, frames, prefix="sample")
         say(f"Wrote {n} samples to {frames}")

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from vqgen.errors import RunError, UsageError
+from vqgen.runs import atomic_write
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
@@ -386,9 +387,7 @@ def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,
             tensors["test_labels"] = test_y
         info = {"class_names": class_names, "converted": converted, "skipped": skipped, "source": src.source}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent runs may decode at once
-        save_file(tensors, str(tmp), metadata={"info": json.dumps(info)})
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"info": json.dumps(info)}))
     return data
 
 

@@ -16,13 +16,17 @@ from vqgen import runs
 from vqgen.errors import UsageError
 
 
-def run_data(ckpt: runs.Checkpoint, log=lambda s: None) -> D.ImageData:
-    """The dataset a model was trained on, from the cache (decoded again if need be)."""
-    cfg = ckpt.config
-    if cfg.model == "prior":
-        raise UsageError("a prior run has no images of its own; pass its VQ-VAE run")
+def config_data(cfg, log=lambda s: None) -> D.ImageData:
+    """The images a run's config trains on, at its model's shape, through the cache."""
     mc = cfg.model_config
     return D.load_images(cfg.train.dataset, mc.image_size, mc.channels, log)
+
+
+def run_data(ckpt: runs.Checkpoint, log=lambda s: None) -> D.ImageData:
+    """The dataset a model was trained on, from the cache (decoded again if need be)."""
+    if ckpt.config.model == "prior":
+        raise UsageError("a prior run has no images of its own; pass its VQ-VAE run")
+    return config_data(ckpt.config, log)
 
 
 def image_shape(ckpt: runs.Checkpoint) -> tuple[int, int]:

@@ -14,7 +14,6 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -95,11 +94,6 @@ class TrainResult:
 
 
 # --------------------------------------------------------------------------- data for each model
-
-
-def load_training_data(cfg: RunConfig, log) -> Any:
-    mc = cfg.model_config
-    return D.load_images(cfg.train.dataset, mc.image_size, mc.channels, log)
 
 
 def codebook_fingerprint(vqvae) -> str:
@@ -270,13 +264,13 @@ def train(model: str = "vqvae", dataset: str | None = None, config_file: str | N
 
     # Data: decoded once, cached, then kept in memory (on the GPU when training there).
     if model == "prior":
-        img_data = load_training_data(vq.config, log)
+        img_data = generate.config_data(vq.config, log)
         vq.model.to(device)
         train_x = encode_codes(vq.model, img_data.train_images, device)
         test_x = encode_codes(vq.model, img_data.test_images, device)
         scale = False
     else:
-        img_data = load_training_data(cfg, log)
+        img_data = generate.config_data(cfg, log)
         train_x, test_x = img_data.train_images, img_data.test_images
         scale = True
     train_y = img_data.train_labels if _uses_labels(cfg) else None
