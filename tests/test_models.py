@@ -106,3 +106,78 @@ def test_prior_top_k_one_is_greedy():
     b = p.sample(3, top_k=1, generator=torch.Generator().manual_seed(2))
     assert torch.equal(a, b)
     assert (a == a[0]).all()
+
+
+def sample_by_full_forward(p, n, labels=None, guidance=1.0, seed=0):
+    """Sampling that recomputes the whole prefix at every step: the reference for the KV cache."""
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.zeros(n, p.length, dtype=torch.long)
+    for i in range(p.length):
+        logits = p.logits(codes[:, : i + 1], labels)[:, i]
+        if guidance != 1.0:
+            uncond = p.logits(codes[:, : i + 1], None)[:, i]
+            logits = uncond + guidance * (logits - uncond)
+        codes[:, i] = torch.multinomial(torch.softmax(logits, -1), 1, generator=gen).squeeze(1)
+    return codes.view(n, p.cfg.grid, p.cfg.grid)
+
+
+@pytest.mark.parametrize("num_classes,guidance", [(0, 1.0), (4, 1.0), (4, 2.5), (4, 0.0)])
+def test_prior_cached_sampling_matches_the_full_forward(num_classes, guidance):
+    torch.manual_seed(0)
+    p = CodePrior(PriorConfig(codebook_size=16, grid=3, num_classes=num_classes, dim=32, layers=2, heads=2))
+    p.eval()
+    labels = torch.tensor([0, 1, 2, 3]) if num_classes else None
+    fast = p.sample(4, labels, guidance=guidance, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        slow = sample_by_full_forward(p, 4, labels, guidance)
+    assert torch.equal(fast, slow)
+    assert len(set(fast.flatten().tolist())) > 5
+
+
+def test_prior_guidance_zero_is_the_classless_prior():
+    torch.manual_seed(0)
+    p = CodePrior(PriorConfig(codebook_size=16, grid=3, num_classes=4, dim=32, layers=2, heads=2)).eval()
+    labels = torch.tensor([0, 1, 2, 3])
+
+    def draw(labels, **kw):
+        return p.sample(4, labels, generator=torch.Generator().manual_seed(0), **kw)
+    assert torch.equal(draw(labels, guidance=0.0), draw(None))
+    assert not torch.equal(draw(labels), draw(None))
+
+
+def test_prior_class_dropout_hides_the_class_in_training_only():
+    torch.manual_seed(0)
+    p = CodePrior(PriorConfig(codebook_size=16, grid=3, num_classes=4, dim=32, layers=1, heads=2, class_dropout=1.0))
+    codes = torch.randint(0, 16, (5, 3, 3))
+    labels = torch.tensor([0, 1, 2, 3, 0])
+    p.train()
+    hidden = p.loss(codes, labels)["loss"]
+    p.eval()
+    assert hidden.item() == pytest.approx(p.loss(codes, None)["loss"].item(), rel=1e-6)
+    assert p.loss(codes, labels)["loss"].item() != pytest.approx(hidden.item(), rel=1e-6)
+
+
+def test_prior_without_class_dropout_refuses_guidance_and_classless_samples():
+    p = CodePrior(PriorConfig(codebook_size=16, grid=2, num_classes=4, dim=32, layers=1, heads=2, class_dropout=0.0))
+    assert p.conditional and not p.guidable
+    with pytest.raises(ValueError, match="class_dropout"):
+        p.sample(2, torch.tensor([0, 1]), guidance=2.0)
+    with pytest.raises(ValueError, match="give labels"):
+        p.sample(2)
+    u = CodePrior(PriorConfig(codebook_size=16, grid=2, dim=32, layers=1, heads=2))
+    with pytest.raises(ValueError, match="takes no labels"):
+        u.sample(2, torch.tensor([0, 1]))
+
+
+def test_default_guidance_only_where_the_prior_learned_it():
+    from vqgen import generate
+    from vqgen.errors import UsageError
+
+    guidable = CodePrior(PriorConfig(codebook_size=16, grid=2, num_classes=4, dim=32, layers=1, heads=2))
+    plain = CodePrior(PriorConfig(codebook_size=16, grid=2, num_classes=4, dim=32, layers=1, heads=2, class_dropout=0.0))
+    assert generate.prior_guidance(guidable, None) == generate.PRIOR_GUIDANCE
+    assert generate.prior_guidance(guidable, 3.0) == 3.0
+    assert generate.prior_guidance(plain, None) == 1.0
+    assert generate.prior_guidance(plain, 1.0) == 1.0
+    with pytest.raises(UsageError, match="trained without class dropout"):
+        generate.prior_guidance(plain, 2.0)

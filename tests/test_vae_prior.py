@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_VQVAE, make_mnist_idx
+from conftest import TINY_VQVAE, digit_image, make_mnist_idx
 from test_cli import invoke
 
 TINY_VAE = "epochs: 2\nbatch_size: 16\nlr: 0.003\nhidden_dims: [8, 16]\nlatent_dim: 4\n"
@@ -150,3 +150,40 @@ def test_vae_on_an_image_folder_with_augmentation(face_folder, tmp_path):
 def test_vqvae_run_given_to_vae_only_options(home):
     r = invoke("sample", "--run", home / "runs" / "vqvae-mnist", "--sampler", "prior", cwd=home)
     assert r.exit_code == 2 and "--sampler is for VAE runs" in r.stderr
+
+
+def test_guidance_on_the_command_line(home, tmp_path):
+    r = invoke("sample", "--digit", 3, "--n", 4, "--guidance", 0, "--out", tmp_path / "g0.png", cwd=home)
+    assert r.exit_code == 0, r.output
+    r = invoke("sample", "--digit", 3, "--n", 4, "--guidance", 3, "--out", tmp_path / "g3.png", cwd=home)
+    assert r.exit_code == 0, r.output
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in ("g0", "g3"))
+    assert a.shape == b.shape and not np.array_equal(a, b)
+    r = invoke("sample", "--guidance", "-1", cwd=home)
+    assert r.exit_code == 2 and "--guidance must be 0 or more" in r.stderr
+
+
+def test_unconditional_prior_on_unlabelled_images(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(120):
+        Image.fromarray(digit_image(i % 10, rng)).save(folder / f"d{i:03d}.png")
+    (tmp_path / "vqvae.yaml").write_text(TINY_VQVAE)
+    (tmp_path / "prior.yaml").write_text(TINY_PRIOR)
+    r = invoke("train", "--dataset", folder, "--config", tmp_path / "vqvae.yaml", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    r = invoke("train", "--model", "prior", "--config", tmp_path / "prior.yaml", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "runs" / "prior-digits"
+    info = json.loads(invoke("info", run, "--json").stdout)
+    assert info["config"]["model_config"]["num_classes"] == 0
+    # An unconditional prior's picture is an 8x8 grid.
+    assert Image.open(run / "samples_epoch_001.png").size == (8 * 114 + 2, 8 * 114 + 2)
+    r = invoke("sample", "--n", 4, "--out", tmp_path / "s.png", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "s.png").size == (2 * 114 + 2, 2 * 114 + 2)
+    r = invoke("sample", "--digit", 3, cwd=tmp_path)
+    assert r.exit_code == 2 and "this prior is unconditional" in r.stderr
+    r = invoke("sample", "--guidance", 2, cwd=tmp_path)
+    assert r.exit_code == 2 and "--guidance needs a class-conditional prior; this one is unconditional" in r.stderr

@@ -293,7 +293,7 @@ def _training_gif(run_dir: Path, fps: float, out_path: Optional[Path]) -> None:
 # --------------------------------------------------------------------------- sample
 
 
-@app.command(epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8"
+@app.command(epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8 --guidance 3"
              "\n\n  vqgen sample --run runs/vae-anime-faces --sampler mix")
 @handle_errors
 def sample(
@@ -304,6 +304,7 @@ def sample(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Below 1: safer samples; above 1: more varied (default: 1.0 for a VAE, 0.7 for a VQ-VAE's prior)."),
     top_k: int = typer.Option(0, "--top-k", help="VQ-VAE prior: draw only from the k likeliest codes (0: all)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="VQ-VAE prior: how strongly samples follow their class (1: plain conditional; default 2.0)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG grid to write (default: RUN/samples.png)."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Also write each sample as its own PNG into this folder."),
@@ -325,8 +326,8 @@ def sample(
         say(f"Using run {run}")
     ckpt = runs.load_checkpoint(run, expect=("vae", "vqvae", "prior"))
     if ckpt.kind == "vae":
-        if digit is not None or class_name is not None or top_k:
-            raise UsageError("--digit/--class/--top-k need a VQ-VAE with a prior; a VAE samples with --sampler")
+        if digit is not None or class_name is not None or top_k or guidance is not None:
+            raise UsageError("--digit/--class/--top-k/--guidance need a VQ-VAE with a prior; a VAE samples with --sampler")
         latents = None
         if sampler == "mix":
             from safetensors.torch import load_file
@@ -340,7 +341,7 @@ def sample(
         prior_ckpt, vq = open_prior(ckpt)
         label = class_label(prior_ckpt, vq, digit, class_name)
         pics = generate.sample_vqvae(vq.model, prior_ckpt.model, n, label, temperature or generate.PRIOR_TEMPERATURE,
-                                     top_k, gen)
+                                     top_k, gen, guidance)
         target_dir = prior_ckpt.run_dir
     target = out_path or target_dir / "samples.png"
     images.save_grid(pics, target, nrow=10 if n == 10 else max(1, round(math.sqrt(n))))

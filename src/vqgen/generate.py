@@ -189,14 +189,33 @@ def sample_vae(model, n: int, sampler: str = "prior", temperature: float = 1.0,
     return model.decode(z.to(device)).cpu()
 
 
-# A small prior's samples read best a little cooler than its own distribution.
+# A small prior's samples read best a little cooler than its own distribution,
+# and with classifier-free guidance: on MNIST, 100 samples per digit at 0.7
+# read as their digit 97% of the time with guidance 2 and 91% without
+# (benchmarks/prior_quality.py).
 PRIOR_TEMPERATURE = 0.7
+PRIOR_GUIDANCE = 2.0
+
+
+def prior_guidance(prior, guidance: float | None) -> float:
+    """The guidance to sample with: the default where the prior supports it, else 1 (none)."""
+    if guidance is None:
+        return PRIOR_GUIDANCE if prior.guidable else 1.0
+    if guidance < 0:
+        raise UsageError("--guidance must be 0 or more (1: none, 2: the default)")
+    if guidance != 1.0 and not prior.guidable:
+        what = "trained without class dropout" if prior.conditional else "unconditional"
+        raise UsageError(f"--guidance needs a class-conditional prior; this one is {what}: drop --guidance")
+    return guidance
 
 
 @torch.no_grad()
 def sample_vqvae(vqvae, prior, n: int, label: int | None = None, temperature: float = PRIOR_TEMPERATURE,
-                 top_k: int = 0, generator: torch.Generator | None = None) -> torch.Tensor:
-    """New images: code grids drawn from the prior, decoded by the VQ-VAE."""
+                 top_k: int = 0, generator: torch.Generator | None = None, guidance: float | None = None) -> torch.Tensor:
+    """New images: code grids drawn from the prior, decoded by the VQ-VAE.
+
+    A conditional prior draws `label`, or every class in turn when it is None.
+    """
     device = next(prior.parameters()).device
     labels = None
     if prior.conditional:
@@ -204,5 +223,6 @@ def sample_vqvae(vqvae, prior, n: int, label: int | None = None, temperature: fl
             labels = torch.arange(n, device=device) % prior.cfg.num_classes
         else:
             labels = torch.full((n,), label, dtype=torch.long, device=device)
-    codes = prior.sample(n, labels, temperature=temperature, top_k=top_k, generator=generator)
+    codes = prior.sample(n, labels, temperature=temperature, top_k=top_k,
+                         guidance=prior_guidance(prior, guidance), generator=generator)
     return vqvae.decode_indices(codes.to(next(vqvae.parameters()).device)).cpu()

@@ -101,7 +101,7 @@ def codebook_fingerprint(vqvae) -> str:
 
 
 @torch.no_grad()
-def encode_codes(vqvae, images_u8: torch.Tensor, device, batch_size: int = 1000) -> torch.Tensor:
+def encode_codes(vqvae, images_u8: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
     """Code grids (N, h, w) of uint8 images, computed once for the prior."""
     vqvae.eval()
     out = []
@@ -201,7 +201,8 @@ def prior_picture(prior, vqvae, class_names, generator) -> torch.Tensor:
         n, nrow = 10 * k, 10
     else:
         labels, n, nrow = None, 64, 8
-    codes = prior.sample(n, labels, temperature=generate.PRIOR_TEMPERATURE, generator=generator)
+    codes = prior.sample(n, labels, temperature=generate.PRIOR_TEMPERATURE,
+                         guidance=generate.prior_guidance(prior, None), generator=generator)
     with torch.no_grad():
         pics = vqvae.decode_indices(codes)
     return images.grid_image(pics.cpu(), nrow=nrow)

@@ -1,0 +1,160 @@
+"""The MNIST prior against its quality bar: training time, and digits that read.
+
+A person judges "does `vqgen sample --digit d` give a d"; this benchmark asks a
+small convolutional classifier instead (trained here once on MNIST's training
+split, about 99% right on its test split, and cached), so the answer is a
+number that can be compared between settings:
+
+- readability: of N samples per digit, the share the classifier reads as that
+  digit (and the same for the VQ-VAE's reconstructions of real test digits,
+  the ceiling a prior can reach through that decoder);
+- coverage: how many of the ten digits unconditional samples hit, and how
+  evenly;
+- time: `vqgen train --model prior` run as a user runs it, the whole command
+  timed, next to the VQ-VAE run's own training time from its metrics.
+
+    python benchmarks/prior_quality.py --run runs/vqvae-mnist            # trains a prior, then judges it
+    python benchmarks/prior_quality.py --prior runs/prior-mnist          # judges an existing prior
+    python benchmarks/prior_quality.py --run runs/vqvae-mnist -- --epochs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vqgen import data as D
+from vqgen import generate, runs
+
+
+class Judge(nn.Module):
+    """A small MNIST classifier: two conv layers and a linear read-out."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(64 * 7 * 7, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def judge_for(dataset: str, epochs: int = 2) -> Judge:
+    """The classifier for `dataset`, trained on its training split (cached)."""
+    cache = Path(os.environ.get("VQGEN_CACHE", Path.home() / ".cache" / "vqgen"))
+    path = cache / f"judge-{runs.slug(dataset)}.safetensors"
+    judge = Judge()
+    if path.exists():
+        judge.load_state_dict(load_file(str(path)))
+        return judge.eval()
+    d = D.load_images(dataset, 28, 1, log=print)
+    x, y = d.train_images, d.train_labels
+    opt = torch.optim.Adam(judge.parameters(), 1e-3)
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        judge.train()
+        for idx in torch.randperm(len(x), generator=gen).split(128):
+            loss = F.cross_entropy(judge(x[idx].float() / 255), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    judge.eval()
+    acc = accuracy(judge, d.test_images.float() / 255, d.test_labels)
+    print(f"classifier trained in {time.perf_counter() - t0:.0f} s: {acc:.2%} right on the test split")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(judge.state_dict(), str(path))
+    return judge
+
+
+@torch.no_grad()
+def predict(judge: Judge, pics: torch.Tensor) -> torch.Tensor:
+    return torch.cat([judge(p.clamp(0, 1)).argmax(1) for p in pics.split(1000)])
+
+
+def accuracy(judge: Judge, pics: torch.Tensor, labels: torch.Tensor) -> float:
+    return (predict(judge, pics) == labels).float().mean().item()
+
+
+def train_prior(vq_run: Path, out: Path, extra: list[str]) -> tuple[Path, float]:
+    cmd = [sys.executable, "-m", "vqgen", "train", "--model", "prior", "--run", str(vq_run), "--out", str(out), *extra]
+    print("command:", " ".join(cmd[1:]))
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return next(p for p in out.iterdir() if p.name.startswith("prior")), time.perf_counter() - t0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, help="a VQ-VAE run: train a prior for it, timed, then judge it")
+    ap.add_argument("--prior", type=Path, help="judge this prior run instead of training one")
+    ap.add_argument("--n", type=int, default=100, help="samples per digit")
+    ap.add_argument("--temperature", type=float, default=generate.PRIOR_TEMPERATURE)
+    ap.add_argument("extra", nargs="*", help="more flags for vqgen train, after --")
+    args = ap.parse_args()
+    if (args.run is None) == (args.prior is None):
+        ap.error("give --run (train a prior) or --prior (judge one)")
+    torch.set_flush_denormal(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        wall = None
+        prior_dir = args.prior
+        if args.run is not None:
+            prior_dir, wall = train_prior(args.run, Path(tmp), args.extra)
+        prior = runs.load_checkpoint(prior_dir, expect=("prior",))
+        vq = runs.load_checkpoint(Path(prior.config.extra["vqvae_run"]), expect=("vqvae",))
+        report(prior, vq, wall, args)
+
+
+def report(prior, vq, wall, args) -> None:
+    dataset = vq.config.train.dataset
+    judge = judge_for(dataset)
+    d = generate.config_data(vq.config)
+    with torch.no_grad():
+        recon = generate.reconstruct(vq.model.eval(), d.test_images.float() / 255)
+    print(f"classifier on the VQ-VAE's reconstructions of the test split: "
+          f"{accuracy(judge, recon, d.test_labels):.1%} (the ceiling)")
+
+    vq_rows = list(csv.DictReader(open(vq.run_dir / runs.METRICS)))
+    pr_rows = list(csv.DictReader(open(prior.run_dir / runs.METRICS)))
+    vq_train = sum(float(r["seconds"]) for r in vq_rows)
+    pr_train = sum(float(r["seconds"]) for r in pr_rows)
+    print(f"VQ-VAE: {len(vq_rows)} epochs, {vq_train:.1f} s in its training epochs")
+    print(f"prior:  {len(pr_rows)} epochs, {pr_train:.1f} s in its training epochs"
+          + (f", {wall:.1f} s as a whole command" if wall is not None else "")
+          + f"; test NLL {float(pr_rows[-1]['test_bits_per_code']):.2f} bits per code")
+
+    prior.model.eval()
+    vq.model.eval()
+    gen = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    if prior.model.conditional:
+        rights = []
+        for digit in range(prior.model.cfg.num_classes):
+            pics = generate.sample_vqvae(vq.model, prior.model, args.n, digit, args.temperature, generator=gen)
+            rights.append((predict(judge, pics) == digit).float().mean().item())
+        print(f"read as their digit (temperature {args.temperature}, {args.n} per digit): "
+              f"{sum(rights) / len(rights):.1%}; by digit: "
+              + " ".join(f"{d}:{r:.0%}" for d, r in enumerate(rights)))
+    else:
+        pics = generate.sample_vqvae(vq.model, prior.model, 10 * args.n, None, args.temperature, generator=gen)
+        counts = torch.bincount(predict(judge, pics), minlength=10)
+        print(f"unconditional samples read as: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts.tolist()))
+              + f" ({(counts > 0).sum().item()} of 10 digits)")
+    print(f"sampling and judging took {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
