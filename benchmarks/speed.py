@@ -72,11 +72,12 @@ def bench_models(device, only, steps, batch_sizes):
             y = torch.randint(0, 10, (bs,), device=device)
             results[f"train prior 7x7 codes (batch {bs})"] = time_steps(p, lambda: (c, y), device, steps)
         p.eval()
-        sync(device)
-        t0 = time.perf_counter()
-        p.sample(64, torch.arange(64, device=device) % 10)
-        sync(device)
-        results["prior: seconds to sample 64 code grids"] = time.perf_counter() - t0
+        for guidance in (1.0, 1.5):
+            sync(device)
+            t0 = time.perf_counter()
+            p.sample(64, torch.arange(64, device=device) % 10, guidance=guidance)
+            sync(device)
+            results[f"prior: seconds to sample 64 code grids (guidance {guidance})"] = time.perf_counter() - t0
     return results
 
 
@@ -139,7 +140,7 @@ def main():
     if "data" in args.only:
         results.update(bench_data(device, args.data_images, args.workers))
     for k, v in results.items():
-        print(f"{k:60s} {v:10.1f}")
+        print(f"{k:60s} {v:10.3f}" if "seconds" in k else f"{k:60s} {v:10.1f}")
 
 
 if __name__ == "__main__":

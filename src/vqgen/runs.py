@@ -137,8 +137,12 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect: tupl
         state = load_file(str(path))
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
+        written = meta.get("vqgen_version", "?")
+        if written != __version__:
+            raise RunError(f"{path}: weights written by vqgen {written} do not load in vqgen {__version__}; "
+                           "train this run again (see CHANGELOG.md)") from None
         raise RunError(f"{path}: weights do not load ({str(e).splitlines()[0][:80]}); "
-                       "the file is damaged or from another vqgen version") from None
+                       "the file is damaged") from None
     model.to(device).eval()
     return Checkpoint(path, model, config, json.loads(meta.get("info", "{}")), meta.get("vqgen_version", "?"))
 

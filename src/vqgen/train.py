@@ -100,15 +100,14 @@ def codebook_fingerprint(vqvae) -> str:
     return hashlib.sha1(vqvae.quantizer.codebook.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def encode_codes(vqvae, images_u8: torch.Tensor, device, batch_size: int = 256) -> torch.Tensor:
     """Code grids (N, h, w) of uint8 images, computed once for the prior."""
-    vqvae.eval()
+    vqvae.eval().to(memory_format=torch.channels_last)
     out = []
     for i in range(0, images_u8.shape[0], batch_size):
         x = images_u8[i:i + batch_size].to(device).float().div(255)
-        _, idx, _ = vqvae.quantize(vqvae.encode(x))
-        out.append(idx.cpu())
+        out.append(vqvae.encode_indices(x.contiguous(memory_format=torch.channels_last)).cpu())
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 

@@ -39,7 +39,7 @@ class PriorConfig:
     layers: int = 2
     heads: int = 2
     mlp_ratio: int = 2            # hidden width of each block's MLP, in multiples of dim
-    dropout: float = 0.0          # two epochs do not overfit
+    dropout: float = 0.0          # one epoch does not overfit
     class_dropout: float = 0.1    # training grids shown without their class (for guidance)
 
 

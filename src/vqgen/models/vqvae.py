@@ -108,6 +108,14 @@ class VQVAE(nn.Module):
     def quantize(self, z: torch.Tensor):
         return self.quantizer(z)
 
+    @torch.no_grad()
+    def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Code grids (B, h, w) of images in [0, 1]: the encoder and nearest codes only."""
+        z = self.encode(x)
+        b, d, h, w = z.shape
+        q = self.quantizer
+        return q.nearest(q._prepare(z.permute(0, 2, 3, 1).reshape(-1, d).float())).view(b, h, w)
+
     def decode(self, zq: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from (quantised) latents."""
         return self.decoder(zq).clamp(0, 1)
