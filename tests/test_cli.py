@@ -130,6 +130,17 @@ def test_training_progress_gif(trained):
     assert Image.open(run / "training.gif").n_frames == 2
 
 
+def test_a_single_frame_still_makes_a_gif(tmp_path):
+    from vqgen import images
+
+    frame = torch.zeros(1, 1, 28, 28)
+    frame[..., 10:18, 10:18] = 1
+    path = images.save_gif(frame, tmp_path / "one.gif")
+    gif = Image.open(path)
+    assert gif.n_frames == 1 and gif.size == (112, 112)
+    assert np.asarray(gif.convert("L"))[56, 56] == 255 and np.asarray(gif.convert("L"))[5, 5] == 0
+
+
 def test_reconstruct_grid_and_folder(trained, tmp_path):
     home, data, run = trained
     r = invoke("reconstruct", "--n", 4, cwd=home)

@@ -187,3 +187,10 @@ def test_unconditional_prior_on_unlabelled_images(tmp_path):
     assert r.exit_code == 2 and "this prior is unconditional" in r.stderr
     r = invoke("sample", "--guidance", 2, cwd=tmp_path)
     assert r.exit_code == 2 and "--guidance needs a class-conditional prior; this one is unconditional" in r.stderr
+
+
+def test_training_gif_of_a_one_epoch_run_says_why_not(home):
+    r = invoke("gif", "--training", home / "runs" / "prior-mnist", cwd=home)
+    assert r.exit_code == 2
+    assert "one epoch, so one picture (samples_epoch_001.png); a training GIF needs two or more" in r.stderr
+    assert not (home / "runs" / "prior-mnist" / "training.gif").exists()

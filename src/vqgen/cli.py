@@ -283,6 +283,9 @@ def _training_gif(run_dir: Path, fps: float, out_path: Optional[Path]) -> None:
     pics = sorted(run_dir.glob("recon_epoch_*.png")) or sorted(run_dir.glob("samples_epoch_*.png"))
     if not pics:
         raise UsageError(f"{run_dir}: no per-epoch pictures to animate; is it a run directory?")
+    if len(pics) == 1:
+        raise UsageError(f"{run_dir}: one epoch, so one picture ({pics[0].name}); a training GIF needs two or more: "
+                         f"vqgen train --resume {run_dir} --epochs 2")
     frames = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
                           for p in pics]).float().div(255)
     target = out_path or run_dir / "training.gif"

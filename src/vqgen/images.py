@@ -79,7 +79,8 @@ def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = 
     arr = to_uint8(frames[seq])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, arr, extension=".gif", duration=durations, loop=0)
+    # Pillow takes a list of durations only for two frames or more.
+    iio.imwrite(path, arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
     return path
 
 
