@@ -296,7 +296,7 @@ def _training_gif(run_dir: Path, fps: float, out_path: Optional[Path]) -> None:
 # --------------------------------------------------------------------------- sample
 
 
-@app.command(epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8 --guidance 3"
+@app.command(epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8 --guidance 2"
              "\n\n  vqgen sample --run runs/vae-anime-faces --sampler mix")
 @handle_errors
 def sample(
@@ -307,7 +307,8 @@ def sample(
     sampler: Optional[str] = typer.Option(None, "--sampler", help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Below 1: safer samples; above 1: more varied (default: 1.0 for a VAE, 0.7 for a VQ-VAE's prior)."),
     top_k: int = typer.Option(0, "--top-k", help="VQ-VAE prior: draw only from the k likeliest codes (0: all)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", help="VQ-VAE prior: how strongly samples follow their class (1: plain conditional; default 1.5)."),
+    guidance: Optional[float] = typer.Option(
+        None, "--guidance", "-g", help="VQ-VAE prior: how strongly samples follow their class (1: plain conditional; default 1.5)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out_path: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG grid to write (default: RUN/samples.png)."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Also write each sample as its own PNG into this folder."),
