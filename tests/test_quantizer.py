@@ -30,6 +30,10 @@ def test_forward_shapes_and_nearest_codes(distance, ema, kmeans_init):
     else:
         best = torch.cdist(flat, vq.codebook).argmin(1)
     assert torch.equal(best, idx.flatten())
+    # `indices` finds the same codes and leaves the usage counts alone.
+    counts = vq.counts.clone()
+    assert torch.equal(vq.indices(z), idx)
+    assert torch.equal(vq.counts, counts)
 
 
 def test_straight_through_gradient_reaches_the_input():

@@ -134,11 +134,20 @@ class VectorQuantizer(nn.Module):
         if self.ema:
             self.embed_sum[dead] = picks * self.dead_code_threshold
 
+    def _flatten(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W) latents as (B*H*W, D) rows, ready for the distance to each code."""
+        # Distances and codebook updates in float32, also under mixed precision.
+        return self._prepare(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
+
+    @torch.no_grad()
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        """Index grid (B, H, W) of the nearest codes, without updating or counting anything."""
+        b, _, h, w = z.shape
+        return self.nearest(self._flatten(z)).view(b, h, w)
+
     def forward(self, z: torch.Tensor):
         b, d, h, w = z.shape
-        # Distances and codebook updates in float32, also under mixed precision.
-        flat = z.permute(0, 2, 3, 1).reshape(-1, d).float()
-        flat = self._prepare(flat)
+        flat = self._flatten(z)
         if self.training and not bool(self.initted):
             self._init_from_data(flat.detach())
 

@@ -111,10 +111,7 @@ class VQVAE(nn.Module):
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Code grids (B, h, w) of images in [0, 1]: the encoder and nearest codes only."""
-        z = self.encode(x)
-        b, d, h, w = z.shape
-        q = self.quantizer
-        return q.nearest(q._prepare(z.permute(0, 2, 3, 1).reshape(-1, d).float())).view(b, h, w)
+        return self.quantizer.indices(self.encode(x))
 
     def decode(self, zq: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from (quantised) latents."""
