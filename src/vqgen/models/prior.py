@@ -109,13 +109,19 @@ class CodePrior(nn.Module):
             raise ValueError("this prior is unconditional: it takes no labels")
         return labels
 
+    def _inputs(self, tokens: torch.Tensor, start: torch.Tensor, first: int) -> torch.Tensor:
+        """Token embeddings (B, T, dim) at positions first.. plus their position and the class.
+
+        The class goes in at every position, not only as the start token.
+        """
+        return tokens + self.pos_embed[:, first:first + tokens.shape[1]] + start
+
     def logits(self, codes: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         """Next-code logits (B, L', K) for flattened codes (B, L'), L' <= L."""
         b, t = codes.shape
         start = self.class_embed(self._classes(b, labels, codes.device)).unsqueeze(1)
         # Inputs are shifted right by one: position i sees the start and codes < i.
-        x = torch.cat([start, self.code_embed(codes[:, : t - 1])], dim=1)
-        x = x + self.pos_embed[:, :t] + start   # the class at every position, not only the start
+        x = self._inputs(torch.cat([start, self.code_embed(codes[:, : t - 1])], dim=1), start, 0)
         for block in self.blocks:
             x = block(x)
         return self.head(self.norm(x))
@@ -144,12 +150,11 @@ class CodePrior(nn.Module):
             if labels is None or not self.guidable:
                 raise ValueError("guidance needs class labels and a prior trained with class_dropout > 0")
             classes = torch.cat([classes, torch.full_like(classes, self.cfg.num_classes)])
-        start = self.class_embed(classes)                   # (n or 2n, dim)
+        start = self.class_embed(classes).unsqueeze(1)      # (n or 2n, 1, dim)
         caches: list[dict] = [{} for _ in self.blocks]
         codes = torch.zeros(n, self.length, dtype=torch.long, device=device)
-        x = 2 * start + self.pos_embed[:, 0]
+        h = self._inputs(start, start, 0)
         for i in range(self.length):
-            h = x.unsqueeze(1)
             for block, cache in zip(self.blocks, caches):
                 h = block(h, cache)
             logits = self.head(self.norm(h[:, 0])).float()
@@ -163,6 +168,6 @@ class CodePrior(nn.Module):
             probs = F.softmax(logits, dim=-1)
             codes[:, i] = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
             if i + 1 < self.length:
-                e = self.code_embed(codes[:, i])
-                x = (torch.cat([e, e]) if guided else e) + self.pos_embed[:, i + 1] + start
+                e = self.code_embed(codes[:, i:i + 1])
+                h = self._inputs(torch.cat([e, e]) if guided else e, start, i + 1)
         return codes.view(n, self.cfg.grid, self.cfg.grid)
