@@ -129,6 +129,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect: tupl
         wanted = " or ".join(MODEL_NAMES.get(k, k) for k in expect)
         raise UsageError(f"{path} holds a {MODEL_NAMES.get(kind, kind)}, but this needs a {wanted} run; "
                          "pass --run with one")
+    written = meta.get("vqgen_version", "?")
     config = RunConfig.from_dict(json.loads(meta["config"]))
     model = build_model(kind, config.model_config)
     from safetensors.torch import load_file
@@ -137,14 +138,13 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect: tupl
         state = load_file(str(path))
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as e:
-        written = meta.get("vqgen_version", "?")
         if written != __version__:
             raise RunError(f"{path}: weights written by vqgen {written} do not load in vqgen {__version__}; "
                            "train this run again (see CHANGELOG.md)") from None
         raise RunError(f"{path}: weights do not load ({str(e).splitlines()[0][:80]}); "
                        "the file is damaged") from None
     model.to(device).eval()
-    return Checkpoint(path, model, config, json.loads(meta.get("info", "{}")), meta.get("vqgen_version", "?"))
+    return Checkpoint(path, model, config, json.loads(meta.get("info", "{}")), written)
 
 
 def weights_path(path: Path) -> Path:
