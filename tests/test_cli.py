@@ -141,6 +141,18 @@ def test_a_single_frame_still_makes_a_gif(tmp_path):
     assert np.asarray(gif.convert("L"))[56, 56] == 255 and np.asarray(gif.convert("L"))[5, 5] == 0
 
 
+def test_loss_curve_of_one_epoch_puts_its_points_mid_frame(tmp_path):
+    from vqgen import images
+
+    path = images.plot_curves([{"epoch": 1, "train_loss": 4.3, "test_loss": 3.9}], ["train_loss", "test_loss"],
+                              tmp_path / "curve.png")
+    arr = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    blue = (np.abs(arr - [0x1f, 0x77, 0xb4]).sum(-1) < 10)
+    blue[:, 400:] = False   # leave out the legend's text
+    cols = np.nonzero(blue.any(0))[0]
+    assert len(cols) and abs(cols.mean() - (70 + 620) / 2) < 5
+
+
 def test_reconstruct_grid_and_folder(trained, tmp_path):
     home, data, run = trained
     r = invoke("reconstruct", "--n", 4, cwd=home)

@@ -95,7 +95,9 @@ def plot_curves(rows: list[dict], columns: list[str], path: Path, title: str = "
     d = ImageDraw.Draw(img)
     xs = [x for s in series.values() for x, _ in s]
     ys = [y for s in series.values() for _, y in s if math.isfinite(y)]
-    x0, x1 = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    x0, x1 = min(xs), max(xs)
+    if x1 == x0:  # one epoch: its points in the middle, not on the frame
+        x0, x1 = x0 - 1, x1 + 1
     positive = all(y > 0 for y in ys)
     f = (lambda v: math.log10(v)) if positive else (lambda v: v)
     y0, y1 = f(min(ys)), f(max(ys))
