@@ -211,14 +211,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist_idx, 
     r = invoke("train", "--dataset", mnist_idx, "--config", tiny_config, "--out", tmp_path, "--name", "r")
     assert r.exit_code == 0
     before = (tmp_path / "r" / "model.safetensors").read_bytes()
-    real_loss = VQVAE.loss
+    real_forward = VQVAE.forward
 
     def nan_loss(self, x, y=None):
-        out = real_loss(self, x, y)
+        out = real_forward(self, x, y)
         out["loss"] = out["loss"] * float("nan")
         return out
 
-    monkeypatch.setattr(VQVAE, "loss", nan_loss)
+    monkeypatch.setattr(VQVAE, "forward", nan_loss)
     r = invoke("train", "--resume", tmp_path / "r", "--epochs", 2)
     assert r.exit_code == 1
     assert "the loss became nan" in r.stderr and "last good checkpoint is kept" in r.stderr

@@ -14,12 +14,12 @@ def test_vqvae_shapes(size, channels, downsample):
     x = torch.rand(3, channels, size, size)
     grid = size // 2 ** downsample
     assert m.encode(x).shape == (3, 4, grid, grid)
-    out, idx, _ = m(x)
+    out, idx = m.reconstruct(x), m.encode_indices(x)
     assert out.shape == x.shape and idx.shape == (3, grid, grid)
     assert m.decode_indices(idx).shape == x.shape
     r = m.reconstruct(x)
     assert r.min() >= 0 and r.max() <= 1
-    losses = m.loss(x)
+    losses = m(x)
     assert set(losses) == {"loss", "mse", "vq"}
     losses["loss"].backward()
 
@@ -43,7 +43,8 @@ def test_vae_default_is_the_seed_architecture():
     x = torch.rand(2, 3, 96, 96)
     h = m.encoder(x)
     assert h.shape == (2, 512, 3, 3)
-    logits, mu, logvar = m(x)
+    mu, logvar = m.posterior(x)
+    logits = m.decode_logits(mu)
     assert logits.shape == x.shape and mu.shape == (2, 256) and logvar.shape == (2, 256)
 
 
@@ -52,8 +53,9 @@ def test_vae_loss_terms_are_summed_per_image_and_averaged():
     m = VAE(VAEConfig(image_size=28, channels=1, hidden_dims=[8, 16], latent_dim=4, kl_weight=0.5))
     m.eval()  # z = mu, so the loss is deterministic
     x = torch.rand(5, 1, 28, 28)
-    out = m.loss(x)
-    logits, mu, logvar = m(x)
+    out = m(x)
+    mu, logvar = m.posterior(x)
+    logits = m.decode_logits(mu)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="none").sum((1, 2, 3)).mean()
     kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
     assert out["recon"].item() == pytest.approx(bce.item(), rel=1e-5)
@@ -94,7 +96,7 @@ def test_prior_class_changes_the_prediction_and_samples_have_grid_shape():
     assert not torch.allclose(a, b)
     s = p.sample(5, torch.tensor([0, 1, 2, 3, 0]), temperature=0.8, top_k=4, generator=torch.Generator().manual_seed(0))
     assert s.shape == (5, 3, 3) and s.min() >= 0 and s.max() < 16
-    out = p.loss(codes.view(1, 3, 3), torch.tensor([1]))
+    out = p(codes.view(1, 3, 3), torch.tensor([1]))
     assert out["bits_per_code"].item() == pytest.approx(out["loss"].item() / 0.6931471805599453, rel=1e-5)
 
 
@@ -151,10 +153,10 @@ def test_prior_class_dropout_hides_the_class_in_training_only():
     codes = torch.randint(0, 16, (5, 3, 3))
     labels = torch.tensor([0, 1, 2, 3, 0])
     p.train()
-    hidden = p.loss(codes, labels)["loss"]
+    hidden = p(codes, labels)["loss"]
     p.eval()
-    assert hidden.item() == pytest.approx(p.loss(codes, None)["loss"].item(), rel=1e-6)
-    assert p.loss(codes, labels)["loss"].item() != pytest.approx(hidden.item(), rel=1e-6)
+    assert hidden.item() == pytest.approx(p(codes, None)["loss"].item(), rel=1e-6)
+    assert p(codes, labels)["loss"].item() != pytest.approx(hidden.item(), rel=1e-6)
 
 
 def test_prior_without_class_dropout_refuses_guidance_and_classless_samples():
@@ -170,14 +172,14 @@ def test_prior_without_class_dropout_refuses_guidance_and_classless_samples():
 
 
 def test_default_guidance_only_where_the_prior_learned_it():
-    from vqgen import generate
     from vqgen.errors import UsageError
+    from vqgen.models.prior import PRIOR_GUIDANCE
 
     guidable = CodePrior(PriorConfig(codebook_size=16, grid=2, num_classes=4, dim=32, layers=1, heads=2))
     plain = CodePrior(PriorConfig(codebook_size=16, grid=2, num_classes=4, dim=32, layers=1, heads=2, class_dropout=0.0))
-    assert generate.prior_guidance(guidable, None) == generate.PRIOR_GUIDANCE
-    assert generate.prior_guidance(guidable, 3.0) == 3.0
-    assert generate.prior_guidance(plain, None) == 1.0
-    assert generate.prior_guidance(plain, 1.0) == 1.0
+    assert guidable.resolve_guidance(None) == PRIOR_GUIDANCE
+    assert guidable.resolve_guidance(3.0) == 3.0
+    assert plain.resolve_guidance(None) == 1.0
+    assert plain.resolve_guidance(1.0) == 1.0
     with pytest.raises(UsageError, match="trained without class dropout"):
-        generate.prior_guidance(plain, 2.0)
+        plain.resolve_guidance(2.0)

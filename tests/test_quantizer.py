@@ -107,6 +107,8 @@ def test_usage_and_perplexity_count_over_calls_and_reset():
     stats = vq.usage()
     assert stats["usage"] == 0.5
     assert stats["perplexity"] == pytest.approx(2.0)
+    assert vq.usage() == stats          # reading does not reset ...
+    vq.reset_usage()                    # ... an explicit reset does
     assert vq.usage() == {"usage": 0.0, "perplexity": 0.0}
 
 

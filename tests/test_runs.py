@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from vqgen import __version__, runs
+from vqgen import __version__, models, runs
 from vqgen.config import RunConfig, TrainConfig
 from vqgen.errors import RunError, UsageError
 from vqgen.models import VQVAE, VAE, VAEConfig, VQVAEConfig
@@ -89,7 +89,7 @@ def test_foreign_safetensors_and_wrong_model_type_are_refused(tmp_path):
     path = tmp_path / "vae.safetensors"
     runs.save_weights(path, VAE(cfg.model_config), cfg, {})
     with pytest.raises(UsageError, match="holds a VAE, but this needs a VQ-VAE"):
-        runs.load_checkpoint(path, expect=("vqvae",))
+        runs.load_checkpoint(path, accept=[models.get("vqvae")])
 
 
 def test_run_directory_without_weights_says_so(tmp_path):
@@ -102,21 +102,26 @@ def test_run_directory_without_weights_says_so(tmp_path):
 def test_resume_state_loads_with_weights_only(tmp_path):
     cfg, model = tiny_vqvae()
     opt = torch.optim.Adam(model.parameters())
-    model.loss(torch.rand(2, 1, 28, 28))["loss"].backward()
+    model(torch.rand(2, 1, 28, 28))["loss"].backward()
     opt.step()
-    runs.save_resume(tmp_path / "resume.pt", {"optimizer": opt.state_dict(), "epoch": 2,
-                                              "torch_rng": torch.get_rng_state()})
+    runs.commit_epoch(tmp_path, model, cfg, {"epoch": 2}, {"optimizer": opt.state_dict(), "epoch": 2,
+                                                           "torch_rng": torch.get_rng_state()}, [{"epoch": 1}, {"epoch": 2}])
     state = torch.load(tmp_path / "resume.pt", weights_only=True)
     assert state["epoch"] == 2 and "state" in state["optimizer"]
+    assert runs.load_resume(tmp_path, 2)["epoch"] == 2
 
 
 def test_latest_run_of_a_kind(tmp_path):
     cfg, model = tiny_vqvae()
     a = runs.new_run_dir(tmp_path, "vqvae-mnist")
-    runs.save_weights(a / runs.WEIGHTS, model, cfg, {})
-    assert runs.find_latest_run(("vqvae",), tmp_path) == a
+    runs.save_weights(a / runs.WEIGHTS, model, cfg, {"epoch": 1})
+    assert runs.find_latest_run([models.get("vqvae")], tmp_path) == a
     with pytest.raises(UsageError, match="no trained VAE run"):
-        runs.find_latest_run(("vae",), tmp_path)
+        runs.find_latest_run([models.get("vae")], tmp_path)
+    # A newer run that never finished an epoch is not the latest one.
+    b = runs.new_run_dir(tmp_path, "vqvae-mnist")
+    runs.save_weights(b / runs.WEIGHTS, model, cfg, {"epoch": 0})
+    assert runs.find_latest_run([models.get("vqvae")], tmp_path) == a
 
 
 def test_metrics_round_trip(tmp_path):

@@ -35,8 +35,8 @@ def test_prior_run_records_its_vqvae(home):
     assert (run / "model.safetensors").is_file() and (run / "samples_epoch_001.png").is_file()
     info = json.loads(invoke("info", run, "--json").stdout)
     assert info["model"] == "prior"
-    extra = info["config"]["extra"]
-    assert extra["vqvae_run"] == str((home / "runs" / "vqvae-mnist").resolve())
+    parent = info["config"]["parent"]
+    assert parent["run"] == str((home / "runs" / "vqvae-mnist").resolve())
     assert info["config"]["model_config"]["num_classes"] == 10
     assert info["config"]["model_config"]["grid"] == 7
     assert info["metrics"]["test_bits_per_code"] > 0
@@ -86,7 +86,7 @@ def test_prior_of_a_retrained_vqvae_is_refused(home, tmp_path):
 
     with safe_open(str(prior_dir / "model.safetensors"), "pt") as f:
         meta = f.metadata()
-    cfg["extra"]["vqvae_run"] = str(vq_dir.resolve())
+    cfg["parent"]["run"] = str(vq_dir.resolve())
     meta["config"] = json.dumps(cfg)
     save_file(load_file(str(prior_dir / "model.safetensors")), str(prior_dir / "model.safetensors"), metadata=meta)
     r = invoke("sample", "--n", 2, "--run", prior_dir, cwd=work)
@@ -112,7 +112,7 @@ def test_vae_on_mnist_samples_and_morphs(home, tmp_path):
         assert (run / name).is_file(), name
     from safetensors.torch import load_file
 
-    assert load_file(str(run / "latents.safetensors"))["mu"].shape == (320, 4)
+    assert load_file(str(run / "latents.safetensors"))["latents"].shape == (320, 4)
     for sampler in ("prior", "mix"):
         out = tmp_path / f"{sampler}.png"
         r = invoke("sample", "--run", run, "--n", 9, "--sampler", sampler, "--out", out)

@@ -1,9 +1,15 @@
 """Configuration: dataclasses with defaults, overridden by a YAML file, then by flags.
 
-A run's resolved configuration is one `RunConfig`: which model, which data, how
-to train (`TrainConfig`) and the model's own dataclass. It is written to the
-run directory as `config.yaml` and into the weights' metadata, so every run
-says exactly how it was made.
+A run's resolved configuration is one `RunConfig`: which model, which data,
+how to train (`TrainConfig`) and the model's own dataclass. It is written to
+the run directory as `config.yaml` and into the weights' metadata, so every
+run says exactly how it was made.
+
+`resolve_config` is a pure step: it takes the model's name, what is known of
+the data (an `ImageShape`, or a `CodeShape` for a model that learns a parent's
+codes), the values of a config file and of flags, and returns a `RunConfig`.
+It opens no dataset and no checkpoint; probing those is the caller's step.
+Every value is checked where its dataclass defines it.
 """
 
 from __future__ import annotations
@@ -14,91 +20,107 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from vqgen.errors import UsageError
-from vqgen.models import MODEL_CONFIGS
+from vqgen.settings import at_least, build, check_value, field_names, not_empty, one_of, positive, setting, validate
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+LR_SCHEDULES = ("onecycle", "constant")
 
 
 @dataclass
 class TrainConfig:
-    dataset: str = "mnist"        # short name, Hub id or local folder
-    epochs: int = 3               # passes over the training split
-    batch_size: int = 64
-    lr: float = 1e-2              # peak learning rate (Adam)
-    lr_schedule: str = "onecycle"  # onecycle (warm up, then anneal) | constant
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0        # clip the gradient norm; 0 turns it off
-    augment: bool = False         # random flips and +-10 degree rotations, per batch
-    device: str = "auto"          # auto | cpu | cuda | mps
-    seed: int = 0                 # seeds weights, shuffling and augmentation
-    eval_batch_size: int = 1000
-    grid_images: int = 8          # test images in each epoch's reconstruction grid
+    dataset: str = setting("mnist", "short name, Hub id or local folder", not_empty)
+    epochs: int = setting(3, "passes over the training split", at_least(1, 100_000))
+    batch_size: int = setting(64, "images per batch", at_least(1, 65_536))
+    lr: float = setting(1e-2, "peak learning rate (Adam)", positive(10.0))
+    lr_schedule: str = setting("onecycle", "onecycle (warm up, then anneal) | constant", one_of(*LR_SCHEDULES))
+    weight_decay: float = setting(0.0, "Adam's weight decay", at_least(0.0, 10.0))
+    grad_clip: float = setting(1.0, "clip the gradient norm; 0 turns it off", at_least(0.0, 1e6))
+    augment: bool = setting(False, "random flips and +-10 degree rotations, per batch")
+    device: str = setting("auto", "auto | cpu | cuda | mps", one_of(*DEVICES))
+    seed: int = setting(0, "seeds weights, shuffling and augmentation", at_least(0, 2**63 - 1))
+    eval_batch_size: int = setting(1000, "held-out images per evaluation batch", at_least(1, 65_536))
+    grid_images: int = setting(8, "test images in each epoch's reconstruction grid", at_least(1, 64))
 
-
-# Training defaults that differ by model (the dataclass holds the VQ-VAE's).
-TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "vqvae": {},
-    "vae": {"epochs": 20, "lr": 1e-3, "batch_size": 64},
-    "prior": {"epochs": 1, "lr": 2e-2, "batch_size": 16},
-}
+    def __post_init__(self):
+        validate(self)
 
 
 @dataclass
 class RunConfig:
-    model: str
+    model: str                     # a name in the model registry
     train: TrainConfig
-    model_config: Any
-    extra: dict = field(default_factory=dict)   # e.g. the VQ-VAE run a prior belongs to
+    model_config: Any              # the model's own config dataclass
+    source: str | None = None      # what `train.dataset` resolved to: a Hub id or an absolute path
+    parent: dict = field(default_factory=dict)   # a model trained on codes: {"run": path, "fingerprint": ...}
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "train": dataclasses.asdict(self.train),
-                "model_config": dataclasses.asdict(self.model_config), **({"extra": self.extra} if self.extra else {})}
+        d = {"model": self.model, "train": dataclasses.asdict(self.train),
+             "model_config": dataclasses.asdict(self.model_config)}
+        if self.source:
+            d["source"] = self.source
+        if self.parent:
+            d["parent"] = self.parent
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict) -> "RunConfig":
-        model = d["model"]
-        return cls(model, build(TrainConfig, d.get("train", {})),
-                   build(MODEL_CONFIGS[model], d.get("model_config", {})), d.get("extra", {}))
+        """A RunConfig from `to_dict()`'s output, or from a vqgen 0.2 run's."""
+        from vqgen import models
+
+        spec = models.get(d["model"])
+        parent = dict(d.get("parent") or {})
+        old = d.get("extra") or {}          # vqgen 0.2 kept the parent run under "extra"
+        if "vqvae_run" in old:
+            parent = {"run": old["vqvae_run"], "fingerprint": old.get("vqvae_codebook")}
+        return cls(d["model"], build(TrainConfig, d.get("train", {})), spec.config(d.get("model_config", {})),
+                   d.get("source"), parent)
 
     def save_yaml(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        import yaml
+
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @property
+    def dataset_source(self) -> str:
+        """Where the run's data comes from: the resolved source, else the name as given."""
+        return self.source or self.train.dataset
 
 
-def field_names(cls) -> list[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-def build(cls, values: dict):
-    """Make a dataclass from a dict, refusing unknown keys by name."""
-    unknown = set(values) - set(field_names(cls))
-    if unknown:
-        raise UsageError(f"unknown setting {sorted(unknown)[0]!r} for {cls.__name__}; "
-                         f"known: {', '.join(field_names(cls))}")
-    return cls(**values)
+# --------------------------------------------------------------------------- config files
 
 
 def read_yaml(path: str | Path) -> dict:
-    """A config file: flat keys like the seed's config.yaml, or `train:`/`model:` sections."""
+    """A config file: flat keys like the seed's config.yaml, or `train:`/`model_config:` sections."""
+    import yaml
+
     p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"`config` {path}: is a folder; give a YAML file")
     if not p.is_file():
-        raise UsageError(f"--config {path}: no such file")
+        raise UsageError(f"`config` {path}: no such file")
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"`config` {path}: not a text file; give a YAML file of key: value lines") from None
+    except OSError as e:
+        raise UsageError(f"`config` {path}: cannot be read ({e.strerror or e.__class__.__name__})") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
-        raise UsageError(f"--config {path}: not valid YAML{where}; fix the file") from None
+        raise UsageError(f"`config` {path}: not valid YAML{where}; fix the file") from None
     if not isinstance(data, dict):
-        raise UsageError(f"--config {path}: expected key: value pairs at the top level")
+        raise UsageError(f"`config` {path}: expected key: value pairs at the top level")
     return data
 
 
 def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
-    """Sort a flat or sectioned dict into train and model settings."""
+    """Sort a flat or sectioned dict into training and model settings."""
     train, model = {}, {}
     train_keys, model_keys = set(field_names(TrainConfig)), set(field_names(model_cls))
     for key, value in data.items():
@@ -107,7 +129,7 @@ def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
         elif key == "model" and isinstance(value, dict):
             model.update(value)
         elif key == "model":
-            continue  # the model's name; the CLI's --model decides
+            continue  # the model's name; the `model` argument decides
         elif key in train_keys:
             train[key] = value
         elif key in model_keys:
@@ -115,27 +137,51 @@ def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
         else:
             raise UsageError(f"unknown setting {key!r} in the config; known: "
                              f"{', '.join(sorted(train_keys | model_keys))}")
+    for section, values, known in (("train", train, train_keys), ("model", model, model_keys)):
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UsageError(f"unknown setting {unknown[0]!r} in the config's {section} section; "
+                             f"known: {', '.join(sorted(known))}")
     return train, model
 
 
-def coerce(cls, values: dict) -> dict:
-    """Check the types of YAML values against the dataclass defaults."""
+def check_values(cls, values: dict, where: str | None = None) -> dict:
+    """Each value checked as `cls` defines it. `where` (a file) is named in the error instead of a flag."""
     out = {}
-    defaults = cls()
     for key, value in values.items():
-        default = getattr(defaults, key)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        elif isinstance(default, list):
-            ok = isinstance(value, list)
-        else:
-            ok = isinstance(value, str)
-        if not ok:
-            raise UsageError(f"setting {key!r} should be a {type(default).__name__}, not {value!r}")
-        out[key] = value
+        try:
+            out[key] = check_value(cls, key, value)
+        except UsageError as e:
+            if where is None:
+                raise
+            raise UsageError(f"{e} (in {where})") from None
     return out
+
+
+def check_train_flags(flags: dict) -> dict:
+    """Training flags that were given (not None), checked before anything heavy is loaded."""
+    return check_values(TrainConfig, {k: v for k, v in flags.items() if v is not None})
+
+
+# --------------------------------------------------------------------------- resolving
+
+
+def resolve_config(model: str, shape, *, file_values: dict | None = None, flags: dict | None = None,
+                   file_name: str = "the config file") -> RunConfig:
+    """Defaults for the model and its data, then the file's values, then flags: a checked RunConfig."""
+    from vqgen import models
+
+    spec = models.get(model)
+    file_train, file_model = split_settings(file_values or {}, spec.config_class)
+    file_train = check_values(TrainConfig, file_train, file_name)
+    file_model = check_values(spec.config_class, file_model, file_name)
+    flag_train, flag_model = split_settings(flags or {}, spec.config_class)
+    preset_train, preset_model = spec.defaults(shape)
+    train_values = {**preset_train, **file_train, **check_values(TrainConfig, flag_train)}
+    model_values = {**preset_model, **file_model, **check_values(spec.config_class, flag_model)}
+    if spec.trains_on == "codes":   # the parent's codes decide these
+        model_values.update(codebook_size=shape.codebook_size, grid=shape.grid)
+        if model_values.get("num_classes") not in (0, shape.num_classes):
+            raise UsageError(f"`num_classes` {model_values['num_classes']}: the parent run's data has "
+                             f"{shape.num_classes} classes; use {shape.num_classes} or 0 (unconditional)")
+    return RunConfig(model, build(TrainConfig, train_values), spec.config(model_values))

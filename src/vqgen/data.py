@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from vqgen.errors import RunError, UsageError
-from vqgen.runs import atomic_write
+from vqgen.errors import DatasetError, RunError, UsageError
+from vqgen.files import atomic_write
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
@@ -180,6 +180,59 @@ def load_image_file(path: str | Path, size: int, channels: int) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as e:
         raise UsageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     return torch.from_numpy(arr.copy()).float().div(255).unsqueeze(0)
+
+
+def to_images(x, size: int, channels: int) -> torch.Tensor:
+    """Images in any usual form as floats (N, C, size, size) in [0, 1].
+
+    Takes a tensor or array (N, C, H, W), (C, H, W) or (H, W) with values in
+    [0, 1] or uint8, a PIL image, the path of an image file or a folder of
+    images, or a list of these. Other sizes are resized, other modes converted.
+    """
+    if isinstance(x, (list, tuple)):
+        if not x:
+            raise UsageError("`images`: the list is empty")
+        return torch.cat([to_images(i, size, channels) for i in x])
+    if isinstance(x, (str, Path)):
+        return load_image_folder(x, size, channels)[0] if Path(x).is_dir() else load_image_file(x, size, channels)
+    if isinstance(x, Image.Image):
+        return torch.from_numpy(image_to_array(x, size, channels).copy()).float().div(255).unsqueeze(0)
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    if not isinstance(x, torch.Tensor):
+        raise UsageError(f"`images`: cannot read a {type(x).__name__}; give a tensor, a PIL image or a path")
+    t = x.detach().cpu()
+    t = t.float().div(255) if t.dtype == torch.uint8 else t.float()
+    t = t[None, None] if t.dim() == 2 else t[None] if t.dim() == 3 else t
+    if t.dim() != 4 or t.shape[1] not in (1, 3) or t.shape[0] == 0:
+        raise UsageError(f"`images`: expected a tensor of shape (N, C, H, W), (C, H, W) or (H, W) with 1 or 3 "
+                         f"channels, not {tuple(x.shape)}")
+    if not torch.isfinite(t).all():
+        raise UsageError("`images`: the tensor holds NaN or infinite values")
+    if t.shape[1] != channels:   # the same weights as Pillow's convert("L")
+        t = (t * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True) if channels == 1 \
+            else t.expand(-1, 3, -1, -1)
+    if t.shape[-2:] != (size, size):
+        t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return t.clamp(0, 1).contiguous()
+
+
+def load_image_folder(folder: str | Path, size: int, channels: int) -> tuple[torch.Tensor, list[Path], int]:
+    """Every readable image in a folder as floats (N, C, size, size) in [0, 1], their paths, and how many were skipped."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UsageError(f"`input` {folder}: no image files in that folder")
+    loaded, paths, skipped = [], [], 0
+    for p in files:
+        try:
+            loaded.append(load_image_file(p, size, channels))
+            paths.append(p)
+        except UsageError:
+            skipped += 1
+    if not loaded:
+        raise UsageError(f"`input` {folder}: none of the images could be read")
+    return torch.cat(loaded), paths, skipped
 
 
 class _Decoder:
@@ -391,15 +444,50 @@ def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,
     return data
 
 
+def load_run_images(cfg, log: Log = lambda s: None) -> ImageData:
+    """The images a run's config (a `RunConfig`) trains on, at its model's shape, through the cache."""
+    source = cfg.dataset_source
+    if Path(source).is_absolute() and not Path(source).exists():
+        raise DatasetError(f"the dataset this run trained on, {source}, is gone; put it back there, "
+                           "or train a new run on another copy")
+    mc = cfg.model_config
+    return load_images(source, mc.image_size, mc.channels, log)
+
+
 # --------------------------------------------------------------------------- batches
+
+
+@torch.no_grad()
+def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, *, batch_size: int = 500,
+                device: str | torch.device = "cpu") -> torch.Tensor:
+    """`fn` over `data` in batches on `device`, without gradients; results concatenated on the CPU.
+
+    uint8 images are scaled to [0, 1] floats on the device, so only bytes travel.
+    """
+    out = []
+    for i in range(0, data.shape[0], batch_size):
+        x = data[i:i + batch_size].to(device)
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255)
+        if x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(fn(x).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def augment_params(n: int, max_degrees: float = 10.0, flip_p: float = 0.5,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image rotation angles (radians) and flips (-1 or 1), drawn on the CPU from `generator`."""
+    angles = (torch.rand(n, generator=generator, device="cpu") * 2 - 1) * math.radians(max_degrees)
+    flips = torch.where(torch.rand(n, generator=generator, device="cpu") < flip_p, -1.0, 1.0)
+    return angles, flips
 
 
 def augment(x: torch.Tensor, max_degrees: float = 10.0, flip_p: float = 0.5,
             generator: torch.Generator | None = None) -> torch.Tensor:
     """Random horizontal flip and rotation, drawn per image, for a whole batch at once."""
     n = x.shape[0]
-    angles = (torch.rand(n, generator=generator, device="cpu") * 2 - 1) * math.radians(max_degrees)
-    flips = torch.where(torch.rand(n, generator=generator, device="cpu") < flip_p, -1.0, 1.0)
+    angles, flips = augment_params(n, max_degrees, flip_p, generator)
     cos, sin = angles.cos(), angles.sin()
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cos * flips, -sin
@@ -431,6 +519,14 @@ class Batches:
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        return self.iterate()
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The epoch's batches from batch `start` on.
+
+        Skipped batches draw their random numbers all the same, so that batch
+        `start` and those after it are exactly those of an epoch run from the beginning.
+        """
         n = self.images.shape[0]
         if self.shuffle:
             order = torch.randperm(n, generator=self.generator).to(self.images.device)
@@ -438,6 +534,10 @@ class Batches:
             order = torch.arange(n, device=self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if i < start:
+                if self.augment:
+                    augment_params(len(idx), generator=self.generator)
+                continue
             x = self.images[idx]
             if self.scale:
                 x = x.float().div_(255)

@@ -1,37 +1,36 @@
 """What a trained model makes: reconstructions, morphs and samples.
 
-Plain functions over a loaded checkpoint and tensors; the CLI only parses
-arguments, calls these and saves the pictures.
+Plain functions over loaded checkpoints and tensors. No model is named here:
+a morph goes through the autoencoder contract (`encode`/`decode` in a latent
+space), and sampling is routed by what each registered model can do:
+
+- a model that samples on its own (a VAE) draws images;
+- a model trained on another's codes (a prior) draws code grids, which its
+  parent decodes;
+- a model with codes but no sampler of its own (a VQ-VAE) samples through
+  the newest such model trained on its codes.
 """
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from vqgen import data as D
-from vqgen import runs
+from vqgen import models, runs
 from vqgen.errors import UsageError
 
-
-def config_data(cfg, log=lambda s: None) -> D.ImageData:
-    """The images a run's config trains on, at its model's shape, through the cache."""
-    mc = cfg.model_config
-    return D.load_images(cfg.train.dataset, mc.image_size, mc.channels, log)
+Log = Callable[[str], None]
 
 
-def run_data(ckpt: runs.Checkpoint, log=lambda s: None) -> D.ImageData:
+def run_images(ckpt: runs.Checkpoint, log: Log = lambda s: None) -> D.ImageData:
     """The dataset a model was trained on, from the cache (decoded again if need be)."""
-    if ckpt.config.model == "prior":
-        raise UsageError("a prior run has no images of its own; pass its VQ-VAE run")
-    return config_data(ckpt.config, log)
-
-
-def image_shape(ckpt: runs.Checkpoint) -> tuple[int, int]:
-    mc = ckpt.config.model_config
-    return mc.image_size, mc.channels
+    if ckpt.spec.trains_on != "images":
+        raise UsageError(f"a {ckpt.spec.display_name} run has no images of its own; pass the run it was trained on")
+    return D.load_run_images(ckpt.config, log)
 
 
 # --------------------------------------------------------------------------- endpoints
@@ -60,21 +59,18 @@ def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, objec
                      "images or an image file")
 
 
-def endpoint_image(spec: str, ckpt: runs.Checkpoint, data_loader) -> torch.Tensor:
-    """One endpoint as a (1, C, H, W) image in [0, 1].
-
-    `data_loader` is called only when the endpoint needs the dataset.
-    """
-    class_names = ckpt.info.get("class_names")
-    kind, value = parse_endpoint(spec, class_names)
-    size, channels = image_shape(ckpt)
+def endpoint_image(spec: str, ckpt: runs.Checkpoint, data_loader: Callable[[], D.ImageData]) -> torch.Tensor:
+    """One endpoint as a (1, C, H, W) image in [0, 1]; `data_loader` is called only if the dataset is needed."""
+    kind, value = parse_endpoint(spec, ckpt.class_names)
+    mc = ckpt.config.model_config
     if kind == "file":
-        return D.load_image_file(value, size, channels)
+        return D.load_image_file(value, mc.image_size, mc.channels)
     data = data_loader()
     images, labels = data.test_images, data.test_labels
     if kind == "index":
         if not 0 <= value < len(images):
-            raise UsageError(f"{spec}: index out of range; the held-out split has {len(images)} images (#0-#{len(images) - 1})")
+            raise UsageError(f"{spec}: index out of range; the held-out split has {len(images)} images "
+                             f"(#0-#{len(images) - 1})")
         return images[value:value + 1].float().div(255)
     hits = (labels == value).nonzero().flatten() if labels is not None else torch.zeros(0)
     if len(hits) == 0:
@@ -84,6 +80,7 @@ def endpoint_image(spec: str, ckpt: runs.Checkpoint, data_loader) -> torch.Tenso
 
 
 def endpoint_name(spec: str) -> str:
+    """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
     p = Path(spec)
     text = p.stem if p.suffix else spec.lstrip("#")
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
@@ -111,118 +108,136 @@ def interpolate_latents(za: torch.Tensor, zb: torch.Tensor, steps: int, method: 
     return torch.cat([torch.lerp(za, zb, t) for t in ts])
 
 
-def check_steps(steps: int) -> None:
-    if steps < 2:
-        raise UsageError(f"--steps {steps}: a morph needs at least 2 steps (start and end)")
-
-
 @torch.no_grad()
-def morph(model, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "lerp",
-          space: str = "pre") -> torch.Tensor:
-    """Frames (steps, C, H, W) of the morph from image xa to image xb.
+def morph(model: models.Autoencoder, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "lerp",
+          space: str | None = None, batch_size: int = 256) -> torch.Tensor:
+    """Frames (steps, C, H, W) of the morph from image xa to image xb, through the model's latent `space`.
 
-    VQ-VAE: interpolate the continuous encoder outputs and quantise each step
-    (`space="pre"`, the seed's way), or interpolate the quantised latents
-    (`"post"`). VAE: interpolate the latent means.
+    Frames are decoded in batches, so memory stays bounded however many are asked for.
     """
-    check_steps(steps)
     if method not in ("lerp", "slerp"):
-        raise UsageError(f"--method {method}: use lerp or slerp")
+        raise UsageError(f"`method` {method}: use lerp or slerp")
     model.eval()
+    space = model.space(space)
     device = next(model.parameters()).device
-    xa, xb = xa.to(device), xb.to(device)
-    if model.kind == "vqvae":
-        if space not in ("pre", "post"):
-            raise UsageError(f"--space {space}: use pre (before quantisation) or post")
-        za, zb = model.encode(xa), model.encode(xb)
-        if space == "post":
-            za, zb = model.quantize(za)[0], model.quantize(zb)[0]
-            frames = model.decode(interpolate_latents(za, zb, steps, method))
-        else:
-            frames = model.decode(model.quantize(interpolate_latents(za, zb, steps, method))[0])
-        return frames.cpu()
-    za, zb = model.encode(xa)[0], model.encode(xb)[0]
-    return model.decode(interpolate_latents(za, zb, steps, method)).cpu()
-
-
-# --------------------------------------------------------------------------- reconstruction
+    za, zb = model.encode(xa.to(device), space), model.encode(xb.to(device), space)
+    latents = interpolate_latents(za, zb, steps, method)
+    return D.map_batches(lambda z: model.decode(z, space), latents, batch_size=batch_size, device=device)
 
 
 @torch.no_grad()
-def reconstruct(model, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+def reconstruct(model: models.Autoencoder, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     model.eval()
-    device = next(model.parameters()).device
-    out = [model.reconstruct(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out)
-
-
-def mse_psnr(x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    mse = torch.mean((x - y) ** 2).item()
-    return mse, 10 * math.log10(1 / max(mse, 1e-12))
+    return D.map_batches(model.reconstruct, x, batch_size=batch_size, device=next(model.parameters()).device)
 
 
 # --------------------------------------------------------------------------- sampling
 
 
+LABEL_OPTIONS = ("digit", "class_name")   # the names a caller gives a class by; a sampler's "labels" option
+
+
+def _shown_options(spec: models.ModelSpec) -> str:
+    names = [n for o in spec.sample_options for n in (LABEL_OPTIONS if o == "labels" else (o,))]
+    return ", ".join(f"`{n}`" for n in names)
+
+
+def sampler_specs(ckpt: runs.Checkpoint) -> list[models.ModelSpec]:
+    """The models that can draw samples for this run: its own, or those trained on its codes."""
+    spec = ckpt.spec
+    if spec.can("sample"):
+        return [spec]
+    if spec.can("codes"):
+        found = [s for s in models.with_operation("sample") if s.trains_on == "codes"]
+        if found:
+            return found
+    raise UsageError(f"a {spec.display_name} cannot make new images; pass `run` with a model that samples")
+
+
+@dataclass
+class Sampler:
+    """A model that draws samples, and the model that decodes what it draws (if it draws codes)."""
+    checkpoint: runs.Checkpoint
+    decoder: runs.Checkpoint | None = None
+
+    @property
+    def spec(self) -> models.ModelSpec:
+        return self.checkpoint.spec
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return (self.decoder or self.checkpoint).class_names
+
+
+def check_sample_options(ckpt: runs.Checkpoint, options: dict) -> None:
+    """Refuse options that no sampler of this run takes, before any sampler is looked for."""
+    specs = sampler_specs(ckpt)
+    takes = {o for s in specs for o in s.sample_options}
+    given = [k for k, v in options.items() if v is not None]
+    wrong = [k for k in given if (k in LABEL_OPTIONS and "labels" not in takes)
+             or (k not in LABEL_OPTIONS and k not in takes)]
+    if not wrong:
+        return
+    spec = specs[0]
+    how = (f"a {spec.display_name} samples with {_shown_options(spec)}" if spec is ckpt.spec else
+           f"a {ckpt.spec.display_name} samples through its {spec.display_name}, with {_shown_options(spec)}")
+    elsewhere = [s for s in models.names() if any(k in models.get(s).sample_options for k in wrong)]
+    if elsewhere:
+        where = models.display_names([models.get(s) for s in elsewhere])
+        raise UsageError(f"{'/'.join(f'`{k}`' for k in wrong)} {'is' if len(wrong) == 1 else 'are'} for "
+                         f"{where} runs; {how}")
+    raise UsageError(f"{'/'.join(f'`{k}`' for k in wrong)} need a model that samples by class; {how}")
+
+
+def find_sampler(ckpt: runs.Checkpoint, log: Log = lambda s: None) -> Sampler:
+    """The model that draws samples for this run (see the module's docstring)."""
+    specs = sampler_specs(ckpt)
+    if ckpt.spec.can("sample"):
+        if ckpt.spec.trains_on == "codes":
+            return Sampler(ckpt, runs.load_parent(ckpt.config, next(ckpt.model.parameters()).device))
+        return Sampler(ckpt)
+    child_dir = runs.find_child_run(ckpt, specs)
+    log(f"Using {runs.describe_kinds(specs)} {child_dir}")
+    child = runs.load_checkpoint(child_dir, next(ckpt.model.parameters()).device, accept=specs)
+    runs.check_parent(child.config, ckpt)
+    return Sampler(child, ckpt)
+
+
+def class_label(source: Sampler, digit: int | None, class_name: str | None) -> int | None:
+    """The class index asked for by digit or by name, or None."""
+    if digit is None and class_name is None:
+        return None
+    if digit is not None and class_name is not None:
+        raise UsageError("give `digit` or `class_name`, not both")
+    if not getattr(source.checkpoint.model, "conditional", False):
+        raise UsageError(f"this {source.spec.display_name} is unconditional (its dataset has no labels): "
+                         "drop `digit`/`class_name`")
+    names = source.class_names or []
+    want, param = (str(digit), "digit") if digit is not None else (class_name, "class_name")
+    if want not in names:
+        raise UsageError(f"`{param}` {want}: the dataset's classes are {', '.join(names) or 'none'}")
+    return names.index(want)
+
+
 @torch.no_grad()
-def sample_vae(model, n: int, sampler: str = "prior", temperature: float = 1.0,
-               latents: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """New images from a VAE: z ~ N(0, T^2 I), or random convex mixes of training latents."""
-    model.eval()
-    device = next(model.parameters()).device
-    dim = model.cfg.latent_dim
-    if sampler == "prior":
-        z = torch.randn(n, dim, generator=generator) * temperature
-    elif sampler == "mix":
-        if latents is None or len(latents) == 0:
-            raise UsageError("--sampler mix needs the training latents the run stores at its end; "
-                             "finish the run (vqgen train --resume RUN) or use --sampler prior")
-        # The seed's way: a random weighted average of stored training latents.
-        # Three at a time: more would average every face into the same one.
-        k = min(3, len(latents))
-        idx = torch.randint(0, len(latents), (n, k), generator=generator)
-        w = torch.rand(n, k, generator=generator)
-        w = w / w.sum(1, keepdim=True)
-        z = (latents[idx] * w.unsqueeze(-1)).sum(1)
-    else:
-        raise UsageError(f"--sampler {sampler}: use prior or mix")
-    return model.decode(z.to(device)).cpu()
+def sample(source: Sampler, n: int, *, label: int | None = None, generator: torch.Generator | None = None,
+           **options) -> torch.Tensor:
+    """n new images (n, C, H, W) in [0, 1] from `source`; `options` as its spec lists them.
 
-
-# A small prior's samples read best a little cooler than its own distribution,
-# and with classifier-free guidance: on MNIST, of 100 samples per digit at 0.7,
-# a classifier read 96% as their digit with guidance 1.5, 97.5% with 2 (where
-# 1s begin to blur into blobs) and 86% without (benchmarks/prior_quality.py).
-PRIOR_TEMPERATURE = 0.7
-PRIOR_GUIDANCE = 1.5
-
-
-def prior_guidance(prior, guidance: float | None) -> float:
-    """The guidance to sample with: the default where the prior supports it, else 1 (none)."""
-    if guidance is None:
-        return PRIOR_GUIDANCE if prior.guidable else 1.0
-    if guidance < 0:
-        raise UsageError("--guidance must be 0 or more (1: none, 1.5: the default)")
-    if guidance != 1.0 and not prior.guidable:
-        what = "trained without class dropout" if prior.conditional else "unconditional"
-        raise UsageError(f"--guidance needs a class-conditional prior; this one is {what}: drop --guidance")
-    return guidance
-
-
-@torch.no_grad()
-def sample_vqvae(vqvae, prior, n: int, label: int | None = None, temperature: float = PRIOR_TEMPERATURE,
-                 top_k: int = 0, generator: torch.Generator | None = None, guidance: float | None = None) -> torch.Tensor:
-    """New images: code grids drawn from the prior, decoded by the VQ-VAE.
-
-    A conditional prior draws `label`, or every class in turn when it is None.
+    A model that samples by class draws `label`, or every class in turn when it is None.
     """
-    device = next(prior.parameters()).device
-    labels = None
-    if prior.conditional:
-        if label is None:   # all classes, in turn
-            labels = torch.arange(n, device=device) % prior.cfg.num_classes
-        else:
-            labels = torch.full((n,), label, dtype=torch.long, device=device)
-    codes = prior.sample(n, labels, temperature=temperature, top_k=top_k,
-                         guidance=prior_guidance(prior, guidance), generator=generator)
-    return vqvae.decode_indices(codes.to(next(vqvae.parameters()).device)).cpu()
+    spec, model = source.spec, source.checkpoint.model
+    model.eval()
+    kwargs = {**spec.sample_defaults, **{k: v for k, v in options.items() if v is not None}}
+    if "labels" in spec.sample_options:
+        if getattr(model, "conditional", False):
+            device = next(model.parameters()).device
+            kwargs["labels"] = (torch.arange(n, device=device) % model.num_classes if label is None
+                                else torch.full((n,), label, dtype=torch.long, device=device))
+    if spec.keeps_latents:
+        kwargs["latents"] = lambda: runs.load_latents(source.checkpoint.run_dir)
+    out = model.sample(n, generator=generator, **kwargs)
+    if source.decoder is not None:
+        decoder = source.decoder.model
+        out = decoder.decode_indices(out.to(next(decoder.parameters()).device))
+    return out.cpu()

@@ -39,16 +39,26 @@ def grid_image(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: flo
     return make_grid(upscale(images.detach().cpu().float()), nrow=nrow, padding=padding, pad_value=pad_value)
 
 
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """A (C, H, W) image in [0, 1] as a PIL image."""
+    return Image.fromarray(to_uint8(image.unsqueeze(0))[0])
+
+
 def save_png(image: torch.Tensor, path: Path) -> Path:
     """Write a (C, H, W) image in [0, 1] as PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image.unsqueeze(0))[0]).save(path)
+    to_pil(image).save(path)
     return path
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> Path:
     return save_png(grid_image(images, nrow), path)
+
+
+def save_picture(picture, path: Path) -> Path:
+    """A model's per-epoch `Picture`: its images tiled in rows."""
+    return save_grid(picture.images, path, nrow=picture.nrow)
 
 
 def save_frames(images: torch.Tensor, folder: Path, prefix: str = "frame") -> list[Path]:

@@ -7,8 +7,6 @@ not a terminal (a log file, CI), one line per epoch instead.
 
 from __future__ import annotations
 
-import time
-
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
@@ -52,22 +50,20 @@ class TrainProgress:
         self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info="")
         self.batch_task = self.progress.add_task("batches", total=batches, info="")
 
-    def start_epoch(self, epoch: int) -> None:
-        self.t0, self.images = time.perf_counter(), 0
+    def start_epoch(self, epoch: int, done: int = 0) -> None:
         if self.progress:
-            self.progress.reset(self.batch_task, total=self.batches,
+            self.progress.reset(self.batch_task, total=self.batches, completed=done,
                                 description=f"epoch {epoch}/{self.epochs}", info="")
 
-    def batch(self, logs: dict, images: int) -> None:
-        self.images += images
-        if self.progress:
-            rate = self.images / max(time.perf_counter() - self.t0, 1e-9)
-            self.progress.update(self.batch_task, advance=1,
-                                 info=f"{format_logs(logs)}  {rate:.0f} img/s")
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images / max(time.perf_counter() - self.t0, 1e-9)
+    def batch(self, step: int, logs: dict | None = None, extra: dict | None = None) -> None:
+        if not self.progress:
+            return
+        if logs is None:
+            self.progress.update(self.batch_task, completed=step)
+            return
+        shown = {k: v for k, v in logs.items() if k not in ("lr", "img_per_s")}
+        info = f"{format_logs({**shown, **(extra or {})})}  {logs.get('img_per_s', 0):.0f} img/s"
+        self.progress.update(self.batch_task, completed=step, info=info)
 
     def end_epoch(self, epoch: int, logs: dict) -> None:
         if self.progress:

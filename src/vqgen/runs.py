@@ -1,17 +1,27 @@
-"""Run directories and checkpoints.
+"""Run directories and checkpoints: the one place that knows their layout.
 
 A run lives in `runs/<model>-<dataset>` (then `-2`, `-3`, ...; never
 overwritten) and holds:
 
 - `config.yaml`: the resolved configuration;
-- `model.safetensors`: the weights, with the model type, configuration, dataset
-  and vqgen version in the metadata, so the file alone loads;
-- `resume.pt`: optimizer, scheduler, epoch and RNG state, plain tensors and
+- `model.safetensors`: the weights after the last finished epoch, with the
+  model's name, configuration, dataset and vqgen version in the metadata, so
+  the file alone loads;
+- `resume.pt`: optimizer, epoch and RNG state of that epoch, plain tensors and
   numbers that `torch.load(..., weights_only=True)` reads;
-- `metrics.csv`, one row per epoch, and the per-epoch picture grids.
+- `metrics.csv`, one row per epoch, and the per-epoch pictures
+  (`recon_epoch_001.png`, `samples_epoch_001.png`, ...);
+- `interrupted.pt`: after Ctrl-C in the middle of an epoch, the state at that
+  step, so that `--resume` continues from it;
+- `latents.safetensors`: training latents, for models that sample from them.
 
-Every file is written to a temporary name and renamed, so a crash or Ctrl-C
-never leaves a half-written checkpoint.
+An epoch is committed as one transaction. Its resume state is staged
+(`resume.next.pt`), its metrics written, then its weights, the commit point,
+and then the staged state takes its place. On load the weights' epoch decides:
+resume state and metrics are reconciled to it, so `info` and `--resume` never
+disagree, even after `kill -9` in the middle of a write. Every file is written
+under a temporary name and renamed; temporary files left by a killed process
+are removed the next time the run is opened.
 """
 
 from __future__ import annotations
@@ -19,35 +29,54 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from vqgen import __version__
+from vqgen import __version__, models
 from vqgen.config import RunConfig
-from vqgen.errors import RunError, UsageError
-from vqgen.models import build_model
+from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError
+from vqgen.files import atomic_write, remove_stale_temps, slug
 
 WEIGHTS = "model.safetensors"
 RESUME = "resume.pt"
+RESUME_STAGED = "resume.next.pt"
+INTERRUPTED = "interrupted.pt"
 METRICS = "metrics.csv"
 CONFIG = "config.yaml"
-LATENTS = "latents.safetensors"   # a VAE's training latent means, for the mix sampler
-MODEL_NAMES = {"vqvae": "VQ-VAE", "vae": "VAE", "prior": "prior"}
+LATENTS = "latents.safetensors"
+PICTURE_KINDS = ("recon", "samples")   # per-epoch pictures: <kind>_epoch_NNN.png
 
 
-def slug(text: str) -> str:
-    """A dataset name as it reads in a run directory: 'ylecun/mnist' -> 'mnist'."""
-    name = Path(text.rstrip("/")).name or text
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"
+# --------------------------------------------------------------------------- run directories
+
+
+def run_name(model: str, dataset: str) -> str:
+    """The default name of a run: model and dataset, 'vqvae-mnist'."""
+    return f"{model}-{slug(dataset)}"
+
+
+def check_run_name(name: str) -> str:
+    """A run name must be one ordinary path component: no folders, no '..'."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
+        raise UsageError(f"`name` {name!r}: a run name is one folder name, such as my-run (no / or ..)")
+    return name
 
 
 def new_run_dir(out: Path, name: str) -> Path:
     """Create `out/name`, or `out/name-2`, `-3`, ...: never an existing directory."""
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_name(name)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"`out` {out}: is a file, not a folder for runs; give another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputPathError(f"`out` {out}: cannot create the folder ({e.strerror or e.__class__.__name__})") from None
     for i in range(1, 10_000):
         path = out / (name if i == 1 else f"{name}-{i}")
         try:
@@ -55,18 +84,49 @@ def new_run_dir(out: Path, name: str) -> Path:
             return path
         except FileExistsError:
             continue
+        except OSError as e:
+            raise OutputPathError(f"`out` {out}: cannot create a run folder in it "
+                                  f"({e.strerror or e.__class__.__name__})") from None
     raise RunError(f"too many runs named {name} in {out}")
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call `write(tmp_path)`, then rename over `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def run_dir_of(path: Path) -> Path:
+    """The run directory of a run directory or of a file in one."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+# --------------------------------------------------------------------------- weights
+
+
+@dataclass
+class Checkpoint:
+    """A loaded `model.safetensors`: the model, its config and what it was trained on."""
+    path: Path
+    model: torch.nn.Module
+    config: RunConfig
+    info: dict
+    version: str
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def kind(self) -> str:
+        return self.config.model
+
+    @property
+    def spec(self) -> models.ModelSpec:
+        return models.get(self.config.model)
+
+    @property
+    def epoch(self) -> int:
+        return int(self.info.get("epoch", 0))
+
+    @property
+    def class_names(self) -> list[str] | None:
+        return self.info.get("class_names")
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: RunConfig, info: dict) -> None:
@@ -77,74 +137,77 @@ def save_weights(path: Path, model: torch.nn.Module, config: RunConfig, info: di
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
-def save_resume(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_resume(path: Path) -> dict:
-    if not path.is_file():
-        raise UsageError(f"{path.parent}: no {RESUME} to resume from; start a new run instead")
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:
-        raise RunError(f"{path}: unreadable resume state ({e.__class__.__name__}); start a new run") from None
-
-
-class Checkpoint:
-    """A loaded `model.safetensors`: the model, its config and what it was trained on."""
-
-    def __init__(self, path: Path, model: torch.nn.Module, config: RunConfig, info: dict, version: str):
-        self.path, self.model, self.config, self.info, self.version = path, model, config, info, version
-
-    @property
-    def run_dir(self) -> Path:
-        return self.path.parent
-
-    @property
-    def kind(self) -> str:
-        return self.config.model
-
-
 def read_metadata(path: Path) -> dict:
     """The metadata of a vqgen weights file, or a clear error if it is not one."""
+    path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise RunError(f"{path}: corrupt or truncated weights file ({str(e).splitlines()[0][:80]}); "
-                       "retrain, or resume the run if it has resume.pt") from None
+        raise CheckpointError(f"{path}: corrupt or truncated weights file ({str(e).splitlines()[0][:80]}); "
+                              "retrain, or resume the run if it has resume.pt") from None
     if "vqgen_model" not in meta or "config" not in meta:
         raise UsageError(f"{path}: a safetensors file, but not one written by vqgen")
     return meta
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu", expect: tuple[str, ...] | None = None) -> Checkpoint:
-    """Rebuild the model in `path` (a run directory or a .safetensors file)."""
+def _config_from_meta(path: Path, meta: dict) -> tuple[RunConfig, dict]:
+    kind = meta["vqgen_model"]
+    if models.find(kind) is None:
+        raise CheckpointError(f"{path}: its metadata names an unknown model {kind!r} (known: "
+                              f"{', '.join(models.names())}); it was written by another program or a newer vqgen")
+    try:
+        config_dict = json.loads(meta["config"])
+        info = json.loads(meta.get("info", "{}"))
+        if not isinstance(config_dict, dict) or not isinstance(info, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as e:
+        raise CheckpointError(f"{path}: damaged metadata ({e.__class__.__name__}: {str(e)[:60]}); "
+                              "retrain the run") from None
+    if config_dict.get("model") != kind:
+        raise CheckpointError(f"{path}: damaged metadata: it says {kind!r} but its config says "
+                              f"{config_dict.get('model')!r}; retrain the run")
+    try:
+        config = RunConfig.from_dict(config_dict)
+    except (UsageError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: damaged metadata: the stored config does not load ({e}); "
+                              "retrain the run") from None
+    if not config.source and info.get("dataset_source"):   # runs of vqgen 0.2 kept it here only
+        config.source = info["dataset_source"]
+    return config, info
+
+
+def describe_kinds(accept: list[models.ModelSpec]) -> str:
+    return models.display_names(accept)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu",
+                    accept: list[models.ModelSpec] | None = None) -> Checkpoint:
+    """Rebuild the model in `path` (a run directory or a .safetensors file).
+
+    `accept`: the models this use needs; another one is refused by name.
+    """
     path = weights_path(path)
     meta = read_metadata(path)
-    kind = meta["vqgen_model"]
-    if expect and kind not in expect:
-        wanted = " or ".join(MODEL_NAMES.get(k, k) for k in expect)
-        raise UsageError(f"{path} holds a {MODEL_NAMES.get(kind, kind)}, but this needs a {wanted} run; "
-                         "pass --run with one")
+    config, info = _config_from_meta(path, meta)
+    spec = models.get(config.model)
+    if accept is not None and spec not in accept:
+        raise UsageError(f"{path} holds a {spec.display_name}, but this needs a {describe_kinds(accept)} run; "
+                         "pass `run` with one")
     written = meta.get("vqgen_version", "?")
-    config = RunConfig.from_dict(json.loads(meta["config"]))
-    model = build_model(kind, config.model_config)
-    from safetensors.torch import load_file
-
+    model = spec.build(config.model_config)
     try:
-        state = load_file(str(path))
-        model.load_state_dict(state)
+        model.load_state_dict(load_file(str(path)))
     except (SafetensorError, RuntimeError, OSError) as e:
         if written != __version__:
-            raise RunError(f"{path}: weights written by vqgen {written} do not load in vqgen {__version__}; "
-                           "train this run again (see CHANGELOG.md)") from None
-        raise RunError(f"{path}: weights do not load ({str(e).splitlines()[0][:80]}); "
-                       "the file is damaged") from None
+            raise CheckpointError(f"{path}: weights written by vqgen {written} do not load in vqgen {__version__}; "
+                                  "train this run again (see CHANGELOG.md)") from None
+        raise CheckpointError(f"{path}: weights do not load ({str(e).splitlines()[0][:80]}); "
+                              "the file is damaged") from None
     model.to(device).eval()
-    return Checkpoint(path, model, config, json.loads(meta.get("info", "{}")), written)
+    return Checkpoint(path, model, config, info, written)
 
 
 def weights_path(path: Path) -> Path:
@@ -152,30 +215,203 @@ def weights_path(path: Path) -> Path:
     if path.is_dir():
         w = path / WEIGHTS
         if not w.is_file():
-            raise UsageError(f"{path}: no {WEIGHTS} in this run directory; train it first "
-                             "(or it was stopped before its first epoch ended)")
+            why = ("it was stopped before its first epoch ended; resume it with --resume"
+                   if (path / INTERRUPTED).is_file() or (path / CONFIG).is_file() else "train it first")
+            raise UsageError(f"{path}: no {WEIGHTS} in this run directory; {why}")
         return w
     if not path.exists():
         raise UsageError(f"{path}: no such run directory or checkpoint file")
     return path
 
 
-def find_latest_run(kinds: tuple[str, ...], runs_dir: Path = Path("runs"), where=None) -> Path:
-    """The newest run under `runs_dir` whose model is one of `kinds`."""
-    candidates = []
-    if runs_dir.is_dir():
-        for w in runs_dir.glob(f"*/{WEIGHTS}"):
-            try:
-                meta = read_metadata(w)
-            except (UsageError, RunError):
-                continue
-            if meta["vqgen_model"] in kinds and (where is None or where(meta)):
-                candidates.append((w.stat().st_mtime, w.parent))
+def read_run_config(run_dir: Path) -> RunConfig:
+    """The config of a run that may have no weights yet (stopped in its first epoch)."""
+    import yaml
+
+    p = Path(run_dir) / CONFIG
+    try:
+        return RunConfig.from_dict(yaml.safe_load(p.read_text()))
+    except FileNotFoundError:
+        raise UsageError(f"{run_dir}: not a run directory (no {CONFIG} or {WEIGHTS})") from None
+    except Exception as e:  # noqa: BLE001 - any damage to the file reads the same to the user
+        raise CheckpointError(f"{p}: damaged ({e.__class__.__name__}); this run cannot be resumed") from None
+
+
+# --------------------------------------------------------------------------- epoch commits and resume state
+
+
+def _torch_save(path: Path, state: dict) -> None:
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def _torch_load(path: Path) -> dict:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as e:  # noqa: BLE001 - pickles with code, truncation, garbage: all refused alike
+        raise CheckpointError(f"{path}: unreadable resume state ({e.__class__.__name__}); "
+                              "start a new run, or delete the file to resume from the last epoch") from None
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise CheckpointError(f"{path}: not a vqgen resume state; start a new run")
+    return state
+
+
+def commit_epoch(run_dir: Path, model: torch.nn.Module, config: RunConfig, info: dict, resume_state: dict,
+                 rows: list[dict]) -> None:
+    """Save one finished epoch as a transaction; the weights' rename is the commit point."""
+    run_dir = Path(run_dir)
+    _torch_save(run_dir / RESUME_STAGED, resume_state)
+    write_metrics(run_dir / METRICS, rows)
+    save_weights(run_dir / WEIGHTS, model, config, info)
+    os.replace(run_dir / RESUME_STAGED, run_dir / RESUME)
+    (run_dir / INTERRUPTED).unlink(missing_ok=True)
+
+
+def load_resume(run_dir: Path, epoch: int) -> dict:
+    """The resume state of the committed `epoch`, from `resume.pt` or a staged one not yet renamed."""
+    run_dir = Path(run_dir)
+    remove_stale_temps(run_dir)
+    found = []
+    for name in (RESUME, RESUME_STAGED):
+        p = run_dir / name
+        if p.is_file():
+            state = _torch_load(p)
+            if int(state["epoch"]) == epoch:
+                if name == RESUME_STAGED:   # the commit was cut off after the weights: finish it
+                    os.replace(p, run_dir / RESUME)
+                return state
+            found.append(int(state["epoch"]))
+    if not found:
+        raise UsageError(f"{run_dir}: no {RESUME} to resume from; start a new run instead")
+    raise CheckpointError(f"{run_dir}: the resume state is for epoch {found[0]} but the weights are of epoch "
+                          f"{epoch}; start a new run")
+
+
+def save_interrupted(run_dir: Path, state: dict) -> None:
+    """The state of a run stopped in the middle of an epoch (weights included)."""
+    _torch_save(Path(run_dir) / INTERRUPTED, state)
+
+
+def load_interrupted(run_dir: Path, committed_epoch: int) -> dict | None:
+    """The mid-epoch state, if there is one that continues the committed epoch; else None."""
+    p = Path(run_dir) / INTERRUPTED
+    if not p.is_file():
+        return None
+    state = _torch_load(p)
+    return state if int(state["epoch"]) == committed_epoch else None
+
+
+# --------------------------------------------------------------------------- finding runs
+
+
+@dataclass
+class RunSummary:
+    """What a listing needs to know of a run directory, read from its files without building the model."""
+    path: Path
+    model: str | None
+    epoch: int                  # finished epochs
+    epochs: int | None          # epochs asked for
+    meta: dict | None           # the weights' metadata, where there are weights
+    mtime: float
+    interrupted: bool           # stopped before its epochs were done, or mid-epoch
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch >= 1 and not self.interrupted
+
+    @property
+    def usable(self) -> bool:
+        """Has weights of at least one finished epoch."""
+        return self.meta is not None and self.epoch >= 1
+
+
+def summarize(run_dir: Path) -> RunSummary | None:
+    """A run directory's state, or None if it is not one."""
+    run_dir = Path(run_dir)
+    w = run_dir / WEIGHTS
+    meta, model, epoch, epochs = None, None, 0, None
+    if w.is_file():
+        try:
+            meta = read_metadata(w)
+            info = json.loads(meta.get("info", "{}"))
+            cfg = json.loads(meta["config"])
+            model, epoch, epochs = meta["vqgen_model"], int(info.get("epoch", 0)), int(cfg["train"]["epochs"])
+        except (UsageError, RunError, ValueError, KeyError, TypeError):
+            meta = None
+    if meta is None:
+        if not (run_dir / CONFIG).is_file():
+            return None
+        try:
+            cfg = read_run_config(run_dir)
+            model, epochs = cfg.model, cfg.train.epochs
+        except (UsageError, RunError):
+            pass
+    mtime = (w if w.is_file() else run_dir).stat().st_mtime
+    interrupted = (run_dir / INTERRUPTED).is_file() or epochs is None or epoch < epochs
+    return RunSummary(run_dir, model, epoch, epochs, meta, mtime, interrupted)
+
+
+def list_runs(runs_dir: Path = Path("runs")) -> list[RunSummary]:
+    """Every run directory under `runs_dir`, oldest first."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = [s for p in runs_dir.iterdir() if p.is_dir() for s in [summarize(p)] if s is not None]
+    return sorted(found, key=lambda s: s.mtime)
+
+
+def find_latest_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"),
+                    where: Callable[[RunSummary], bool] | None = None) -> Path:
+    """The newest run under `runs_dir` with a finished epoch whose model is one of `accept`."""
+    names = {s.name for s in accept}
+    candidates = [s for s in list_runs(runs_dir)
+                  if s.usable and s.model in names and (where is None or where(s))]
     if not candidates:
-        names = " or ".join(MODEL_NAMES[k] for k in kinds)
-        raise UsageError(f"no trained {names} run under {runs_dir}/; train one with "
-                         f"`vqgen train --model {kinds[0]}`, or pass --run")
-    return max(candidates)[1]
+        raise UsageError(f"no trained {describe_kinds(accept)} run under {runs_dir}/; train one with "
+                         f"`vqgen train --model {accept[0].name}`, or pass `run`")
+    return candidates[-1].path
+
+
+def parent_of(meta: dict) -> str | None:
+    """The parent run recorded in a run's weights metadata (a model trained on its codes)."""
+    cfg = json.loads(meta["config"])
+    parent = cfg.get("parent") or {}
+    return parent.get("run") or (cfg.get("extra") or {}).get("vqvae_run")
+
+
+def find_child_run(parent: Checkpoint, child_specs: list[models.ModelSpec]) -> Path:
+    """The newest run beside `parent` that was trained on its codes (the prior of a VQ-VAE)."""
+    want = str(parent.run_dir.resolve())
+    try:
+        return find_latest_run(child_specs, parent.run_dir.parent, where=lambda s: parent_of(s.meta) == want)
+    except UsageError:
+        names = describe_kinds(child_specs)
+        raise UsageError(f"no {names} for {parent.run_dir} yet: a {parent.spec.display_name} samples through "
+                         f"a learned {names}; train one with `vqgen train --model {child_specs[0].name} "
+                         f"--run {parent.run_dir}`") from None
+
+
+def load_parent(child: RunConfig, device: str | torch.device = "cpu") -> Checkpoint:
+    """The run whose codes a model was trained on, refused if it is gone or was retrained since."""
+    run = Path(child.parent["run"])
+    what = models.get(child.model).display_name
+    if not (run / WEIGHTS).is_file():
+        raise UsageError(f"the run this {what} was trained on ({run}) is gone; "
+                         f"train that model and a new {what} for it")
+    parent = load_checkpoint(run, device, accept=models.with_operation("codes"))
+    check_parent(child, parent)
+    return parent
+
+
+def check_parent(child: RunConfig, parent: Checkpoint) -> None:
+    """Refuse a parent whose codes changed since the child was trained on them."""
+    want = child.parent.get("fingerprint")
+    if want and want != parent.model.code_fingerprint():
+        raise RunError(f"the {parent.spec.display_name} in {parent.run_dir} has changed since this "
+                       f"{models.get(child.model).display_name} was trained on it (different codebook); "
+                       f"train a new one: vqgen train --model {child.model} --run {parent.run_dir}")
+
+
+# --------------------------------------------------------------------------- metrics, latents, pictures
 
 
 def write_metrics(path: Path, rows: list[dict]) -> None:
@@ -193,18 +429,64 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     atomic_write(path, write)
 
 
-def read_metrics(path: Path) -> list[dict]:
+def read_metrics(path: Path, upto_epoch: int | None = None) -> list[dict]:
+    """Rows of `metrics.csv` (only those up to the committed epoch, if given)."""
+    path = Path(path)
     if not path.is_file():
         return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (UnicodeDecodeError, csv.Error, OSError) as e:
+        raise CheckpointError(f"{path}: damaged metrics file ({e.__class__.__name__}); "
+                              "delete it to go on without the history") from None
     out = []
     for row in rows:
         parsed = {}
         for k, v in row.items():
+            if k is None:
+                continue
             try:
                 parsed[k] = int(v) if v.lstrip("-").isdigit() else float(v)
             except (ValueError, AttributeError):
                 parsed[k] = v
+        if not isinstance(parsed.get("epoch"), int):
+            raise CheckpointError(f"{path}: damaged metrics file (a row without an epoch number); "
+                                  "delete it to go on without the history")
         out.append(parsed)
+    if upto_epoch is not None:
+        out = [r for r in out if r["epoch"] <= upto_epoch]
     return out
+
+
+def save_latents(run_dir: Path, latents: torch.Tensor) -> None:
+    atomic_write(Path(run_dir) / LATENTS, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp)))
+
+
+def load_latents(run_dir: Path) -> torch.Tensor | None:
+    """The training latents a run stored at its end, or None."""
+    p = Path(run_dir) / LATENTS
+    if not p.is_file():
+        return None
+    try:
+        t = load_file(str(p))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{p}: damaged ({str(e).splitlines()[0][:60]}); "
+                              "delete it and finish the run again with --resume") from None
+    found = t.get("latents", t.get("mu"))   # vqgen 0.2 called them "mu"
+    if found is None or found.dim() != 2:
+        raise CheckpointError(f"{p}: not a latents file; delete it and finish the run again with --resume")
+    return found
+
+
+def picture_path(run_dir: Path, kind: str, epoch: int) -> Path:
+    return Path(run_dir) / f"{kind}_epoch_{epoch:03d}.png"
+
+
+def epoch_pictures(run_dir: Path) -> list[Path]:
+    """The per-epoch pictures of a run, of its first kind that has any, in epoch order."""
+    for kind in PICTURE_KINDS:
+        found = sorted(Path(run_dir).glob(f"{kind}_epoch_*.png"))
+        if found:
+            return found
+    return []

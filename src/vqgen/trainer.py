@@ -1,9 +1,14 @@
 """A training loop that knows no model.
 
-It asks the model for `loss(*batch)` (a dict whose "loss" it minimises and
-whose other entries it averages and shows) and, if the model has one,
-`epoch_metrics()` after each epoch. Everything else (evaluation, pictures,
-checkpoints) hooks in through callbacks, as in minGPT's trainer.
+It calls the model on each batch (`model(*batch)` returns a dict whose "loss"
+it minimises and whose other terms it averages and shows), counts per-epoch
+figures from `reset_metrics()` to `epoch_metrics()`, and hands everything
+else (evaluation, pictures, checkpoints, per-step logs) to callbacks, as in
+minGPT's trainer.
+
+It keeps where it is (`epoch`, `step` within the epoch, the running means and
+the data order's random state at the start of the epoch), so a run stopped in
+the middle of an epoch can be saved and continued at the same step.
 """
 
 from __future__ import annotations
@@ -11,30 +16,46 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 
-from vqgen.errors import RunError
+from vqgen.errors import NonFiniteLoss
+from vqgen.metrics import RunningMean
 from vqgen.progress import TrainProgress
 
+LOG_SECONDS = 0.25   # live figures and per-step logs at most this often: reading a GPU's loss stalls it
 
-class NonFiniteLoss(RunError):
-    pass
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside DistributedDataParallel or torch.compile wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 batches: Iterable, *, epochs: int, start_epoch: int = 0,
-                 scheduler=None, grad_clip: float = 0.0, progress: TrainProgress | None = None):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, epochs: int,
+                 start_epoch: int = 0, start_step: int = 0, running: dict | None = None, scheduler=None,
+                 grad_clip: float = 0.0, progress: TrainProgress | None = None):
         self.model, self.optimizer, self.batches = model, optimizer, batches
-        self.epochs, self.epoch = epochs, start_epoch
+        self.epochs, self.epoch, self.step = epochs, start_epoch, start_step
         self.scheduler, self.grad_clip = scheduler, grad_clip
         self.progress = progress or TrainProgress(live=False)
         self.callbacks: dict[str, list[Callable]] = defaultdict(list)
+        self.running = RunningMean(**running) if running else RunningMean()
         self.epoch_logs: dict = {}
+        self.step_logs: dict = {}
+        self.epoch_start_rng: torch.Tensor | None = None
+
+    @property
+    def global_step(self) -> int:
+        return self.epoch * len(self.batches) + self.step
 
     def add_callback(self, event: str, fn: Callable[["Trainer"], None]) -> None:
+        """Events: "on_epoch_end" (epoch_logs set), "on_log" (step_logs set, every LOG_SECONDS)."""
         self.callbacks[event].append(fn)
 
     def trigger_callbacks(self, event: str) -> None:
@@ -47,6 +68,7 @@ class Trainer:
             while self.epoch < self.epochs:
                 self.run_epoch()
                 self.epoch += 1
+                self.step = 0
                 self.trigger_callbacks("on_epoch_end")
                 self.progress.end_epoch(self.epoch, self.epoch_logs)
         finally:
@@ -54,18 +76,18 @@ class Trainer:
 
     def run_epoch(self) -> None:
         self.model.train()
-        if hasattr(self.model, "epoch_metrics"):
-            self.model.epoch_metrics()  # start counting afresh: pictures and evaluation count too
-        self.progress.start_epoch(self.epoch + 1)
-        sums: dict[str, float] = defaultdict(float)
-        count = 0
+        core = unwrap(self.model)
+        if self.step == 0:   # a fresh epoch; a resumed one keeps its counts
+            core.reset_metrics()
+            self.running = RunningMean()
+        generator = getattr(self.batches, "generator", None)
+        self.epoch_start_rng = generator.get_state() if generator is not None else None
+        self.progress.start_epoch(self.epoch + 1, self.step)
         t0 = time.perf_counter()
-        for batch in self.batches:
-            out = self.model.loss(*batch)
+        images, last_log = 0, 0.0
+        for batch in self.batches.iterate(start=self.step):
+            out = self.model(*batch)
             loss = out["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"the loss became {loss.item()} in epoch {self.epoch + 1}; "
-                                    "the last good checkpoint is kept: lower --lr and resume or retrain")
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.grad_clip:
@@ -74,17 +96,25 @@ class Trainer:
             if self.scheduler is not None:
                 self.scheduler.step()
             n = batch[0].shape[0]
-            count += n
-            logs = {k: v.item() for k, v in out.items()}
-            for k, v in logs.items():
-                sums[k] += v * n
-            self.progress.batch(logs, n)
+            self.running.add(out, n)
+            self.step += 1
+            images += n
+            now = time.perf_counter()
+            if now - last_log >= LOG_SECONDS or self.step == len(self.batches):
+                last_log = now
+                logs = {k: v.item() for k, v in out.items()}
+                if not math.isfinite(logs["loss"]):
+                    raise NonFiniteLoss(f"the loss became {logs['loss']} in epoch {self.epoch + 1}; "
+                                        "the last good checkpoint is kept: lower `lr` and resume or retrain")
+                lr = self.optimizer.param_groups[0]["lr"]
+                self.step_logs = {**logs, "lr": lr, "img_per_s": images / max(now - t0, 1e-9)}
+                self.progress.batch(self.step, self.step_logs, core.epoch_metrics())
+                self.trigger_callbacks("on_log")
+            else:
+                self.progress.batch(self.step)
         seconds = time.perf_counter() - t0
-        self.epoch_logs = {k: v / max(count, 1) for k, v in sums.items()}
-        if hasattr(self.model, "epoch_metrics"):
-            self.epoch_logs.update(self.model.epoch_metrics())
-        self.epoch_logs["img_per_s"] = count / max(seconds, 1e-9)
-        self.epoch_logs["seconds"] = seconds
+        self.epoch_logs = {**self.running.mean(), **core.epoch_metrics(),
+                           "img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
         if not all(math.isfinite(v) for v in self.epoch_logs.values()):
             raise NonFiniteLoss(f"training produced non-finite values in epoch {self.epoch + 1}; "
-                                "the last good checkpoint is kept: lower --lr and resume or retrain")
+                                "the last good checkpoint is kept: lower `lr` and resume or retrain")

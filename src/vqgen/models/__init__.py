@@ -1,17 +1,20 @@
-"""The models: each knows tensors only, not files, progress bars or the CLI."""
+"""The models, and the registry that makes them known to the rest of vqgen.
 
-from vqgen.models.prior import CodePrior, PriorConfig
-from vqgen.models.quantizer import VectorQuantizer
-from vqgen.models.vae import VAE, VAEConfig
-from vqgen.models.vqvae import VQVAE, VQVAEConfig
+Each model is one file that registers a `ModelSpec`; importing it here is the
+one line that adds it (as vector-quantize-pytorch's `__init__.py` is a list of
+imports). Each knows tensors only, not files, progress bars or the CLI.
+"""
 
-MODELS = {"vqvae": VQVAE, "vae": VAE, "prior": CodePrior}
-MODEL_CONFIGS = {"vqvae": VQVAEConfig, "vae": VAEConfig, "prior": PriorConfig}
+from vqgen.models.base import Autoencoder, Model
+from vqgen.models.registry import (CodeShape, ImageShape, ModelSpec, Picture, PictureContext, display_names, find,
+                                   get, names, register, unregister, with_operation)
 
+# One line per model: importing the file registers it.
+from vqgen.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
+from vqgen.models.vae import VAE, VAEConfig  # noqa: E402
+from vqgen.models.prior import CodePrior, PriorConfig  # noqa: E402
+from vqgen.models.quantizer import VectorQuantizer  # noqa: E402
 
-def build_model(kind: str, cfg):
-    return MODELS[kind](cfg)
-
-
-__all__ = ["CodePrior", "PriorConfig", "VectorQuantizer", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig",
-           "MODELS", "MODEL_CONFIGS", "build_model"]
+__all__ = ["Autoencoder", "Model", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
+           "register", "unregister", "get", "find", "names", "with_operation", "display_names",
+           "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "VectorQuantizer"]

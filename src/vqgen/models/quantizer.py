@@ -78,7 +78,7 @@ class VectorQuantizer(nn.Module):
         # drives the EMA update and tells which codes are dead.
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("initted", torch.tensor(not kmeans_init))
-        # Counts since the last call to `usage()`: not saved with the weights.
+        # Counts since the last `reset_usage()`: not saved with the weights.
         self.register_buffer("counts", torch.zeros(codebook_size), persistent=False)
 
     @property
@@ -177,15 +177,16 @@ class VectorQuantizer(nn.Module):
         """Code vectors for an index grid (B, H, W) -> (B, D, H, W)."""
         return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
-    def usage(self, reset: bool = True) -> dict[str, float]:
-        """Share of codes used and perplexity since the last reset."""
+    def reset_usage(self) -> None:
+        """Start counting code use afresh (an epoch, an evaluation)."""
+        self.counts.zero_()
+
+    def usage(self) -> dict[str, float]:
+        """Share of codes used and perplexity since the last `reset_usage()`."""
         counts = self.counts
         total = counts.sum().item()
         if total == 0:
             return {"usage": 0.0, "perplexity": 0.0}
         p = counts / total
         entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
-        stats = {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
-        if reset:
-            self.counts.zero_()
-        return stats
+        return {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}

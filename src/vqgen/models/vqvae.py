@@ -7,31 +7,47 @@ mirrors the encoder. Residual blocks follow the original paper.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vqgen.errors import UsageError
+from vqgen.models.base import Autoencoder, reconstruction_picture
 from vqgen.models.quantizer import VectorQuantizer
+from vqgen.models.registry import ImageShape, ModelSpec, register
+from vqgen.settings import at_least, between, one_of, setting, validate
 
 
 @dataclass
 class VQVAEConfig:
-    image_size: int = 28          # height = width of the images, divisible by 2**downsample
-    channels: int = 1             # 1 for grayscale, 3 for RGB
-    hidden: int = 32              # channels of the deepest feature map
-    res_blocks: int = 2           # residual blocks on each side of the bottleneck
-    res_hidden: int = 16          # channels inside a residual block
-    downsample: int = 2           # stride-2 stages: 28 -> 7 for MNIST
-    codebook_size: int = 512      # number of codes
-    code_dim: int = 4             # dimension of each code vector (small dims keep codes in use)
-    distance: str = "euclidean"   # euclidean | cosine
-    ema: bool = True              # learn the codebook by moving averages (else by a loss)
-    decay: float = 0.95           # EMA decay of the codebook
-    commitment_weight: float = 0.5   # pulls encoder outputs towards their codes
-    kmeans_init: bool = True      # initialise the codebook by k-means on the first batch
-    dead_code_threshold: float = 0.5  # restart codes used fewer times than this per batch (EMA)
+    image_size: int = setting(28, "height = width of the images, divisible by 2**downsample", at_least(4, 1024))
+    channels: int = setting(1, "1 for grayscale, 3 for RGB", one_of(1, 3))
+    hidden: int = setting(32, "channels of the deepest feature map", at_least(1, 4096))
+    res_blocks: int = setting(2, "residual blocks on each side of the bottleneck", at_least(0, 64))
+    res_hidden: int = setting(16, "channels inside a residual block", at_least(1, 4096))
+    downsample: int = setting(2, "stride-2 stages: 28 -> 7 for MNIST", at_least(1, 8))
+    codebook_size: int = setting(512, "number of codes", at_least(2, 65536))
+    code_dim: int = setting(4, "dimension of each code vector (small dims keep codes in use)", at_least(1, 4096))
+    distance: str = setting("euclidean", "euclidean | cosine", one_of("euclidean", "cosine"))
+    ema: bool = setting(True, "learn the codebook by moving averages (else by a loss)")
+    decay: float = setting(0.95, "EMA decay of the codebook", between(0.0, 1.0))
+    commitment_weight: float = setting(0.5, "pulls encoder outputs towards their codes", at_least(0.0, 1000.0))
+    kmeans_init: bool = setting(True, "initialise the codebook by k-means on the first batch")
+    dead_code_threshold: float = setting(0.5, "restart codes used fewer times than this per batch (EMA); 0: never",
+                                         at_least(0.0, 1e6))
+
+    def __post_init__(self):
+        validate(self)
+        step = 2 ** self.downsample
+        if self.image_size % step:
+            raise UsageError(f"`image_size` {self.image_size} is not divisible by 2**downsample = {step}; "
+                             f"use a multiple of {step} or change `downsample`")
+        if self.hidden % 2 ** (self.downsample - 1):
+            raise UsageError(f"`hidden` {self.hidden} must be divisible by 2**(downsample - 1) = "
+                             f"{2 ** (self.downsample - 1)}, the encoder halves it at each stage")
 
 
 class ResidualBlock(nn.Module):
@@ -81,13 +97,14 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class VQVAE(nn.Module):
-    kind = "vqvae"
+class VQVAE(Autoencoder):
+    """Latent spaces: "pre" (the encoder's continuous output, the seed's way to morph)
+    and "post" (after quantisation)."""
+
+    latent_spaces = ("pre", "post")
 
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
-        if cfg.image_size % 2 ** cfg.downsample:
-            raise ValueError(f"image_size {cfg.image_size} is not divisible by 2**downsample")
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.quantizer = VectorQuantizer(
@@ -97,44 +114,73 @@ class VQVAE(nn.Module):
         )
         self.decoder = Decoder(cfg)
 
+    # ------------------------------------------------------------------ training
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        # A linear output with MSE: a sigmoid output can saturate at black and stall.
+        zq, _, vq_loss = self.quantizer(self.encode(x))
+        out = self.decoder(zq)
+        recon = F.mse_loss(out, x)
+        mse = F.mse_loss(out.detach().clamp(0, 1), x)  # what `reconstruct` delivers
+        return {"loss": recon + vq_loss, "mse": mse, "vq": vq_loss}
+
+    def reset_metrics(self) -> None:
+        self.quantizer.reset_usage()
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Codebook usage and perplexity since the last reset."""
+        return self.quantizer.usage()
+
+    # ------------------------------------------------------------------ latents
+
+    def encode(self, x: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """Latents (B, D, h, w) of images in [0, 1]: before quantisation, or after (`space="post"`)."""
+        z = self.encoder(x * 2 - 1)
+        return self.quantize(z) if self.space(space) == "post" else z
+
+    def decode(self, z: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """Images in [0, 1]; latents of the "pre" space are quantised first."""
+        if self.space(space) == "pre":
+            z = self.quantize(z)
+        return self.decoder(z).clamp(0, 1)
+
+    def quantize(self, z: torch.Tensor) -> torch.Tensor:
+        """The nearest codes of latents, without counting their use or updating the codebook."""
+        return self.quantizer.lookup(self.quantizer.indices(z))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    # ------------------------------------------------------------------ codes
+
+    @property
+    def codebook_size(self) -> int:
+        return self.cfg.codebook_size
+
     @property
     def latent_grid(self) -> int:
         return self.cfg.image_size // 2 ** self.cfg.downsample
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Continuous pre-quantisation latents (B, D, h, w) of images in [0, 1]."""
-        return self.encoder(x * 2 - 1)
-
-    def quantize(self, z: torch.Tensor):
-        return self.quantizer(z)
 
     @torch.no_grad()
     def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
         """Code grids (B, h, w) of images in [0, 1]: the encoder and nearest codes only."""
         return self.quantizer.indices(self.encode(x))
 
-    def decode(self, zq: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] from (quantised) latents."""
-        return self.decoder(zq).clamp(0, 1)
-
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.quantizer.lookup(indices))
+        return self.decode(self.quantizer.lookup(indices), "post")
 
-    def forward(self, x: torch.Tensor):
-        zq, indices, vq_loss = self.quantize(self.encode(x))
-        return self.decoder(zq), indices, vq_loss
+    def code_fingerprint(self) -> str:
+        """Changes whenever the codebook does: a model trained on these codes checks it."""
+        return hashlib.sha1(self.quantizer.codebook.detach().cpu().float().numpy().tobytes()).hexdigest()[:16]
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        # A linear output with MSE: a sigmoid output can saturate at black and stall.
-        out, _, vq_loss = self(x)
-        recon = F.mse_loss(out, x)
-        mse = F.mse_loss(out.detach().clamp(0, 1), x)  # what `reconstruct` delivers
-        return {"loss": recon + vq_loss, "mse": mse, "vq": vq_loss}
 
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        out, _, _ = self(x)
-        return out.clamp(0, 1)
+def defaults(shape: ImageShape) -> tuple[dict, dict]:
+    return {}, {"image_size": shape.size, "channels": shape.channels}
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """Codebook usage and perplexity since the last call."""
-        return self.quantizer.usage(reset=True)
+
+register(ModelSpec(
+    name="vqvae", display_name="VQ-VAE", model_class=VQVAE, config_class=VQVAEConfig,
+    defaults=defaults, pictures=reconstruction_picture,
+    operations=frozenset({"reconstruct", "interpolate", "encode", "codes"}),
+    description="a VQ-VAE: images -> a grid of codes from a learned codebook -> images",
+))

@@ -1,0 +1,136 @@
+"""The model registry: each model says, in one `ModelSpec`, everything the rest of vqgen asks of it.
+
+Training, generation, runs and the command line look a model up here by the
+name stored in its run (`get("vqvae")`) or by what it can do
+(`with_operation("interpolate")`); nothing outside `models/` compares a
+model's name. A new model is one file that defines its module, its config
+dataclass and a `register(ModelSpec(...))`, plus one import line in
+`models/__init__.py`.
+
+Operations a spec can list:
+
+- "reconstruct", "interpolate", "encode": the model is an `Autoencoder`;
+- "codes": it turns images into grids of code indices and back
+  (`encode_indices`, `decode_indices`), so a model with `trains_on="codes"`
+  can learn over them;
+- "sample": it draws new data itself (`sample(n, **options)`): images, or,
+  for a model that trains on codes, code grids that its parent decodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from vqgen.errors import UsageError
+from vqgen.settings import build
+
+OPERATIONS = frozenset({"reconstruct", "interpolate", "encode", "codes", "sample"})
+
+
+@dataclass(frozen=True)
+class ImageShape:
+    """What a model that trains on images is told about its data."""
+    size: int                 # height = width
+    channels: int             # 1 or 3
+    num_classes: int = 0      # 0 when the dataset has no labels
+
+
+@dataclass(frozen=True)
+class CodeShape:
+    """What a model that trains on a parent's code grids is told about them."""
+    codebook_size: int
+    grid: int                 # the code grid is grid x grid
+    num_classes: int = 0
+
+
+@dataclass
+class Picture:
+    """One per-epoch picture: images in [0, 1] laid out in rows, with optional row labels."""
+    name: str                              # file stem: "recon" -> recon_epoch_003.png
+    images: torch.Tensor                   # (N, C, H, W)
+    nrow: int                              # images per row
+    row_labels: list[str] | None = None    # one per row, drawn in a margin on the left
+
+
+@dataclass
+class PictureContext:
+    """What a model's per-epoch pictures may use."""
+    originals: torch.Tensor | None         # held-out images in [0, 1] (models that train on images)
+    class_names: list[str] | None
+    parent: torch.nn.Module | None         # the model whose codes this one learns (trains_on="codes")
+    generator: torch.Generator | None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str                                   # as in --model and in the weights' metadata
+    display_name: str                           # as people read it: "VQ-VAE"
+    model_class: type                           # built as model_class(config)
+    config_class: type                          # a dataclass whose fields validate themselves
+    defaults: Callable[[Any], tuple[dict, dict]]  # (training preset, model settings) for an ImageShape or CodeShape
+    pictures: Callable[[Any, PictureContext], list[Picture]]   # what to draw after each epoch
+    operations: frozenset = field(default_factory=frozenset)
+    trains_on: str = "images"                   # "images", or "codes" of a parent model with "codes"
+    sample_options: tuple[str, ...] = ()        # keyword options of its `sample`
+    sample_defaults: dict = field(default_factory=dict)
+    keeps_latents: bool = False                 # store the training latents when a run ends (for sampling)
+    description: str = ""                       # one line for --help
+
+    def __post_init__(self):
+        unknown = set(self.operations) - OPERATIONS
+        if unknown:
+            raise ValueError(f"unknown operations {sorted(unknown)} for model {self.name}")
+        if self.trains_on not in ("images", "codes"):
+            raise ValueError(f"trains_on must be 'images' or 'codes', not {self.trains_on!r}")
+
+    def config(self, values: dict):
+        """The model's config dataclass from a dict; unknown keys and bad values refused by name."""
+        return build(self.config_class, values)
+
+    def build(self, config) -> torch.nn.Module:
+        return self.model_class(config)
+
+    def can(self, operation: str) -> bool:
+        return operation in self.operations
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    """Make a model known to training, generation, runs and the command line."""
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def unregister(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def get(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UsageError(f"`model` {name!r} is not one of {', '.join(repr(n) for n in names())}: "
+                         "no such model is registered") from None
+
+
+def find(name: str) -> ModelSpec | None:
+    return _REGISTRY.get(name)
+
+
+def with_operation(operation: str) -> list[ModelSpec]:
+    return [s for s in _REGISTRY.values() if s.can(operation)]
+
+
+def display_names(specs: list[ModelSpec]) -> str:
+    """'VQ-VAE or VAE' for a list of specs."""
+    shown = [s.display_name for s in specs]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
