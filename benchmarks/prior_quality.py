@@ -35,8 +35,11 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+import vqgen
 from vqgen import data as D
-from vqgen import generate, runs
+from vqgen import runs
+from vqgen.files import slug
+from vqgen.models.prior import PRIOR_GUIDANCE, PRIOR_TEMPERATURE
 
 
 class Judge(nn.Module):
@@ -56,7 +59,7 @@ class Judge(nn.Module):
 def judge_for(dataset: str, epochs: int = 2) -> Judge:
     """The classifier for `dataset`, trained on its training split (cached)."""
     cache = Path(os.environ.get("VQGEN_CACHE", Path.home() / ".cache" / "vqgen"))
-    path = cache / f"judge-{runs.slug(dataset)}.safetensors"
+    path = cache / f"judge-{slug(dataset)}.safetensors"
     judge = Judge()
     if path.exists():
         judge.load_state_dict(load_file(str(path)))
@@ -107,8 +110,8 @@ def main():
     ap.add_argument("--prior", type=Path, help="judge this prior run instead of training one")
     ap.add_argument("--out", type=Path, help="keep the trained runs in this folder (default: a temporary one)")
     ap.add_argument("--n", type=int, default=100, help="samples per digit")
-    ap.add_argument("--temperature", type=float, default=generate.PRIOR_TEMPERATURE)
-    ap.add_argument("--guidance", type=float, nargs="+", default=[generate.PRIOR_GUIDANCE, 1.0],
+    ap.add_argument("--temperature", type=float, default=PRIOR_TEMPERATURE)
+    ap.add_argument("--guidance", type=float, nargs="+", default=[PRIOR_GUIDANCE, 1.0],
                     help="classifier-free guidance values to judge (conditional priors)")
     ap.add_argument("extra", nargs="*", help="more flags for vqgen train --model prior, after --")
     args = ap.parse_args()
@@ -123,17 +126,16 @@ def main():
             vq_run, walls["VQ-VAE"] = timed_train(["--dataset", args.dataset], out, "vqvae")
         if vq_run is not None:
             prior_dir, walls["prior"] = timed_train(["--model", "prior", "--run", str(vq_run), *args.extra], out, "prior")
-        prior = runs.load_checkpoint(prior_dir, expect=("prior",))
-        vq = runs.load_checkpoint(Path(prior.config.extra["vqvae_run"]), expect=("vqvae",))
+        prior = vqgen.load(prior_dir)
+        vq = vqgen.load(prior.config.parent["run"])
         report(prior, vq, walls, args)
 
 
 def report(prior, vq, walls: dict, args) -> None:
     dataset = vq.config.train.dataset
     judge = judge_for(dataset)
-    d = generate.config_data(vq.config)
-    with torch.no_grad():
-        recon = generate.reconstruct(vq.model.eval(), d.test_images.float() / 255)
+    d = vq.data()
+    recon = vq.reconstruct(d.test_images)
     print(f"classifier on the VQ-VAE's reconstructions of the test split: "
           f"{accuracy(judge, recon, d.test_labels):.1%} (the ceiling)")
 
@@ -146,25 +148,22 @@ def report(prior, vq, walls: dict, args) -> None:
               + (f", {walls[name]:.1f} s as a whole command" if name in walls else ""))
     print(f"prior test NLL: {float(pr_rows[-1]['test_bits_per_code']):.2f} bits per code")
 
-    prior.model.eval()
-    vq.model.eval()
+    p, decoder = prior.module.eval(), vq.module.eval()
     t0 = time.perf_counter()
-    if prior.model.conditional:
-        for guidance in args.guidance if prior.model.guidable else [1.0]:
-            gen = torch.Generator().manual_seed(0)
+    if p.conditional:
+        for guidance in args.guidance if p.guidable else [1.0]:
             rights = []
-            for digit in range(prior.model.cfg.num_classes):
-                pics = generate.sample_vqvae(vq.model, prior.model, args.n, digit, args.temperature,
-                                             generator=gen, guidance=guidance)
+            for digit in range(p.num_classes):
+                pics = prior.sample(args.n, digit=digit, temperature=args.temperature, guidance=guidance, seed=digit)
                 rights.append((predict(judge, pics) == digit).float().mean().item())
             print(f"read as their digit (temperature {args.temperature}, guidance {guidance}, {args.n} per digit): "
                   f"{sum(rights) / len(rights):.1%}; by digit: "
                   + " ".join(f"{d}:{r:.0%}" for d, r in enumerate(rights)))
-    if not prior.model.conditional or prior.model.guidable:
+    if not p.conditional or p.guidable:   # draws without a class, from the model itself
         gen = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            codes = prior.model.sample(10 * args.n, None, args.temperature, generator=gen)
-            pics = vq.model.decode_indices(codes)
+            codes = p.sample(10 * args.n, None, args.temperature, generator=gen)
+            pics = decoder.decode_indices(codes)
         counts = torch.bincount(predict(judge, pics), minlength=10)
         print("samples without a class read as: " + " ".join(f"{d}:{c}" for d, c in enumerate(counts.tolist()))
               + f" ({(counts > 0).sum().item()} of 10 digits)")

@@ -22,7 +22,7 @@ from torchvision import transforms
 
 from vqgen.data import Batches
 from vqgen.models import VAE, VQVAE, CodePrior, PriorConfig, VAEConfig, VQVAEConfig
-from vqgen.train import resolve_device
+from vqgen.training import resolve_device
 
 
 def sync(device):
@@ -43,7 +43,7 @@ def time_steps(model, batch_fn, device, steps, warmup=3) -> float:
             t0 = time.perf_counter()
             n = 0
         batch = batch_fn()
-        out = model.loss(*batch)
+        out = model(*batch)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,7 +1,7 @@
 """vqgen: train small VQ-VAEs and VAEs, then reconstruct, morph and sample images.
 
     import vqgen
-    run = vqgen.train("vqvae", dataset="mnist", epochs=3)
+    run = vqgen.train(model="vqvae", dataset="mnist", epochs=3)
     model = vqgen.load(run)
     vqgen.show(model.interpolate("4", "9", steps=12))
 

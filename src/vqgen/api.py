@@ -1,7 +1,7 @@
 """The Python API, for notebooks and scripts: train, load, make pictures.
 
     import vqgen
-    run = vqgen.train("vqvae", dataset="mnist", epochs=3)   # the same run directory and progress as the CLI
+    run = vqgen.train(model="vqvae", dataset="mnist", epochs=3)   # the same run directory and progress as the CLI
     model = vqgen.load(run)                                  # a run directory, a .safetensors file, or that result
     frames = model.interpolate("4", "9", steps=12)           # tensor (12, C, H, W) in [0, 1]
     vqgen.show(frames)                                       # a PIL image; shows inline in Jupyter

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from vqgen.errors import DatasetError, RunError, UsageError
-from vqgen.files import atomic_write
+from vqgen.files import atomic_write, slug
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
@@ -395,8 +395,7 @@ def _fingerprint(src: DatasetSource, size: int, channels: int) -> str:
 
 
 def _cache_path(src: DatasetSource, size: int, channels: int) -> Path:
-    slug = "".join(c if c.isalnum() else "-" for c in Path(src.source).name or src.source).strip("-")
-    return cache_dir() / f"{slug}-{size}px-{channels}ch-{_fingerprint(src, size, channels)}.safetensors"
+    return cache_dir() / f"{slug(src.source)}-{size}px-{channels}ch-{_fingerprint(src, size, channels)}.safetensors"
 
 
 def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,

@@ -22,6 +22,7 @@ import torch
 from vqgen import data as D
 from vqgen import models, runs
 from vqgen.errors import UsageError
+from vqgen.files import slug
 
 Log = Callable[[str], None]
 
@@ -82,8 +83,7 @@ def endpoint_image(spec: str, ckpt: runs.Checkpoint, data_loader: Callable[[], D
 def endpoint_name(spec: str) -> str:
     """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
     p = Path(spec)
-    text = p.stem if p.suffix else spec.lstrip("#")
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+    return slug(p.stem if p.suffix else spec.lstrip("#"))
 
 
 # --------------------------------------------------------------------------- morphs

@@ -263,7 +263,7 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
                                    "out": out, "run": parent_run}.items() if v is not None}
         plan = plan_resume(Path(resume), flags, given, log)
     else:
-        plan = plan_new(model or "vqvae", dataset, config_file, flags, parent_run, Path(out or "runs"), log)
+        plan = plan_new(model or models.DEFAULT_MODEL, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
     cfg, spec = plan.config, plan.spec
 
     device = resolve_device(cfg.train.device)

@@ -9,12 +9,14 @@ from vqgen.models.base import Autoencoder, Model
 from vqgen.models.registry import (CodeShape, ImageShape, ModelSpec, Picture, PictureContext, display_names, find,
                                    get, names, register, unregister, with_operation)
 
+DEFAULT_MODEL = "vqvae"   # what `vqgen train` trains when no model is named
+
 # One line per model: importing the file registers it.
 from vqgen.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 from vqgen.models.vae import VAE, VAEConfig  # noqa: E402
 from vqgen.models.prior import CodePrior, PriorConfig  # noqa: E402
 from vqgen.models.quantizer import VectorQuantizer  # noqa: E402
 
-__all__ = ["Autoencoder", "Model", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
+__all__ = ["DEFAULT_MODEL", "Autoencoder", "Model", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
            "register", "unregister", "get", "find", "names", "with_operation", "display_names",
            "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "VectorQuantizer"]
