@@ -212,27 +212,19 @@ class Model:
 
     def encode(self, images, space: str | None = None) -> "torch.Tensor":
         """Latents of images (for a VQ-VAE, `space="pre"` before quantisation or "post" after)."""
-        import torch
-
         from vqgen import data
 
         self._require("encode")
-        self.module.eval()
-        with torch.no_grad():
-            self.module.space(space)
-            return data.map_batches(lambda x: self.module.encode(x, space), self.images(images), device=self.device)
+        self.module.eval().space(space)
+        return data.map_batches(lambda x: self.module.encode(x, space), self.images(images), device=self.device)
 
     def decode(self, latents: "torch.Tensor", space: str | None = None) -> "torch.Tensor":
         """Images (N, C, H, W) in [0, 1] from latents as `encode` returns them."""
-        import torch
-
         from vqgen import data
 
         self._require("encode")
-        self.module.eval()
-        with torch.no_grad():
-            self.module.space(space)
-            return data.map_batches(lambda z: self.module.decode(z, space), latents, device=self.device)
+        self.module.eval().space(space)
+        return data.map_batches(lambda z: self.module.decode(z, space), latents, device=self.device)
 
     def codes(self, images) -> "torch.Tensor":
         """Code grids (N, h, w) of images, for a model with a codebook."""
