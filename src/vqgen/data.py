@@ -1,50 +1,74 @@
-"""Datasets as uint8 tensors in memory, decoded once and cached on disk.
+"""Datasets as uint8 tensors, decoded once (on every core) and cached on disk.
 
 `load_images` resolves what the user named (a short name, a Hugging Face Hub
 id, or a local folder), decodes every image once at the model's resolution,
-and keeps the result as a uint8 tensor (N, C, H, W) plus labels where the
-dataset has them. The decoded tensors are cached, so the second run starts in
-a second. `Batches` then serves shuffled batches straight from memory (on the
-GPU when training there), and `augment` flips and rotates a whole batch at once
-on the same device, instead of a per-sample PIL pipeline.
+and keeps the result as uint8 tensors (N, C, H, W) plus labels where the
+dataset has them. The decoded data is cached (`~/.cache/vqgen`, or
+`VQGEN_CACHE`) as one folder per dataset and shape: raw uint8 files written a
+chunk at a time, and an `info.json` with their shapes and checksums, written
+last. A damaged entry is found by its sizes and checksums, removed and
+decoded again.
+
+`Batches` then serves shuffled batches straight from memory (on the GPU when
+training there), and `augment` flips and rotates a whole batch at once on the
+same device, instead of a per-sample PIL pipeline.
 """
 
 from __future__ import annotations
 
+import collections
 import gzip
 import hashlib
-import io
 import json
 import math
+import multiprocessing
 import os
+import shutil
+import socket
 import struct
-from dataclasses import dataclass
+import sys
+import tempfile
+import zlib
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from vqgen.errors import DatasetError, RunError, UsageError
-from vqgen.files import atomic_write, slug
+from vqgen.decode import DECODE_ERRORS, decode_chunk, image_to_array, mode_channels, open_image
+from vqgen.errors import DatasetError, DownloadError, RunError, UsageError
+from vqgen.files import remove_stale_temps, slug
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
     "anime-faces": "DrishtiSharma/Anime-Face-Dataset",
 }
 # Resolution and channels the known datasets are trained at.
-NATIVE_SHAPE = {
-    "ylecun/mnist": (28, 1),
-    "DrishtiSharma/Anime-Face-Dataset": (96, 3),
-}
+NATIVE_SHAPE = {"mnist": (28, 1), "anime-faces": (96, 3)}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+TABLE_SUFFIXES = {".parquet", ".arrow", ".csv", ".jsonl"}
+TEST_SPLITS = ("test", "validation", "valid")
 HOLDOUT_FRACTION = 0.05   # carved off as a test split when a dataset has none
 HOLDOUT_SEED = 0          # fixed, so every run of a dataset holds out the same images
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+CHUNK = 256               # images per decoding task
+MIN_FOR_WORKERS = 4096    # smaller datasets decode in this process: starting workers costs more
+PROBE_TRIES = 200         # images tried to find the first readable one
+LOCAL_LAYOUTS = ("a folder laid out like the Hub dataset (parquet files and a README.md card), a folder with "
+                 "the MNIST IDX files (train-images-idx3-ubyte.gz, ...), or a folder of images "
+                 "(class subfolders become labels)")
 
 Log = Callable[[str], None]
+Progress = Callable[[int, int], None]   # (images done, images in all)
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 @dataclass
@@ -85,88 +109,571 @@ def cache_dir() -> Path:
     return Path(base) / "vqgen"
 
 
+def usable_cache_dir() -> Path:
+    """The cache folder, made if need be, or a clear error if it cannot be written."""
+    path = cache_dir()
+    what = f"VQGEN_CACHE={path}" if os.environ.get("VQGEN_CACHE") else f"the cache folder {path}"
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{what} is a file, not a folder; point VQGEN_CACHE at a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UsageError(f"{what} cannot be written ({e.strerror or e.__class__.__name__}); "
+                         "point VQGEN_CACHE at a folder you can write") from None
+    return path
+
+
 # --------------------------------------------------------------------------- resolving
 
 
 @dataclass
 class DatasetSource:
-    kind: str        # "hub", "hub-folder", "idx", "images"
-    source: str      # Hub id or absolute path
+    kind: str                  # "hub", "hub-folder", "idx", "images"
+    source: str                # Hub id or absolute path
+    known: str | None = None   # the short name of a known dataset this is a copy of ("mnist")
+    files: list[Path] = field(default_factory=list, repr=False)   # a local folder's files, listed once
 
     @property
     def native_shape(self) -> tuple[int, int] | None:
-        return NATIVE_SHAPE.get(self.source)
+        return NATIVE_SHAPE.get(self.known) if self.known else None
+
+    @property
+    def label(self) -> str:
+        """How the dataset reads in a run's name: 'mnist' for any copy of MNIST, else the folder or id."""
+        return self.known or slug(self.source)
+
+
+def _known_from_card(folder: Path) -> str | None:
+    """The short name of a known dataset whose Hub id or name a folder's dataset card gives."""
+    card = folder / "README.md"
+    try:
+        text = card.read_text(encoding="utf-8", errors="replace")[:20_000] if card.is_file() else ""
+    except OSError:
+        return None
+    for short, hub_id in SHORT_NAMES.items():
+        if hub_id in text or f"config_name: {short}" in text:
+            return short
+    return None
+
+
+def _idx_dims(path: Path) -> tuple[int, ...] | None:
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            head = f.read(16)
+        ndim = head[3]
+        return struct.unpack(">" + "I" * ndim, head[4:4 + 4 * ndim])
+    except (OSError, EOFError, struct.error, IndexError):
+        return None
+
+
+def _list_files(path: Path) -> list[Path]:
+    """Every file under a folder (dangling links included: they are unreadable images), hidden ones left out."""
+    out = []
+    for p in path.rglob("*"):
+        if any(part.startswith(".") for part in p.relative_to(path).parts):
+            continue
+        if p.is_file() or (p.is_symlink() and not p.exists()):
+            out.append(p)
+    return sorted(out)
 
 
 def resolve_dataset(name: str) -> DatasetSource:
-    """Turn `--dataset` into a source, or say clearly why it cannot be one."""
+    """Turn `dataset` into a source, or say clearly why it cannot be one."""
+    if not str(name).strip():
+        raise UsageError("`dataset` is empty; give mnist, anime-faces, a Hub id or a folder")
     if name in SHORT_NAMES:
-        return DatasetSource("hub", SHORT_NAMES[name])
+        return DatasetSource("hub", SHORT_NAMES[name], name)
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            raise UsageError(f"--dataset {name}: is a file; give the folder that holds the dataset")
+            raise UsageError(f"`dataset` {name}: is a file; give the folder that holds the dataset")
         path = path.resolve()
-        files = [p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-        names = [p.name for p in files]
-        if any("idx3-ubyte" in n for n in names):
-            return DatasetSource("idx", str(path))
-        if any(p.suffix in {".parquet", ".arrow", ".csv", ".jsonl"} for p in files):
-            return DatasetSource("hub-folder", str(path))
+        files = _list_files(path)
+        if any("idx3-ubyte" in p.name for p in files):
+            train = next((p for p in files if p.name.startswith("train-images-idx3-ubyte")), None)
+            dims = _idx_dims(train) if train else None
+            return DatasetSource("idx", str(path), "mnist" if dims == (60000, 28, 28) else None, files)
+        if any(p.suffix in TABLE_SUFFIXES for p in files):
+            return DatasetSource("hub-folder", str(path), _known_from_card(path), files)
         if any(p.suffix.lower() in IMAGE_SUFFIXES for p in files):
-            return DatasetSource("images", str(path))
-        raise UsageError(f"--dataset {name}: no images, parquet files or MNIST IDX files found in that folder")
+            return DatasetSource("images", str(path), None, files)
+        raise UsageError(f"`dataset` {name}: no images, parquet files or MNIST IDX files in that folder; "
+                         f"vqgen reads {LOCAL_LAYOUTS}")
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
-        return DatasetSource("hub", name)
+        known = next((short for short, hub_id in SHORT_NAMES.items() if hub_id == name), None)
+        return DatasetSource("hub", name, known)
     known = ", ".join(SHORT_NAMES)
-    raise UsageError(f"--dataset {name}: no such folder and not a dataset name; use {known}, "
+    raise UsageError(f"`dataset` {name}: no such folder and not a dataset name; use {known}, "
                      "a Hub id such as ylecun/mnist, or a path to a local folder")
 
 
 def probe_shape(src: DatasetSource) -> tuple[int, int]:
     """(size, channels) to train a dataset at.
 
-    Known datasets have their native shape. Otherwise the first image decides
-    the channels (grayscale or colour), and the size is MNIST's 28 for
-    grayscale and the anime faces' 96 for colour; `image_size` in a config
-    file sets another.
+    Known datasets have their native shape. Otherwise the first readable image
+    decides the channels (grayscale or colour), and the size is MNIST's 28 for
+    grayscale and the anime faces' 96 for colour; `image_size` in a config file
+    sets another.
     """
     if src.native_shape:
         return src.native_shape
     if src.kind == "idx":
         return 28, 1
     if src.kind == "images":
-        first = next(p for p in sorted(Path(src.source).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES)
-        with Image.open(first) as im:
-            mode = im.mode
+        candidates = [p for p in src.files if p.suffix.lower() in IMAGE_SUFFIXES]
     else:
-        ds = _load_hub(src)
-        split = next(iter(ds.values()))
-        mode = split[0][_image_column(split)].mode
-    gray = mode in ("L", "1", "I", "I;16", "LA")
-    return (28, 1) if gray else (96, 3)
+        candidates = _first_hub_items(src, PROBE_TRIES)
+    for item in candidates[:PROBE_TRIES]:
+        try:
+            with open_image(item) as im:
+                mode = im.mode
+            return (28, 1) if mode_channels(mode) == 1 else (96, 3)
+        except DECODE_ERRORS:
+            continue
+    raise DatasetError(f"`dataset` {src.source}: none of its first {min(len(candidates), PROBE_TRIES)} images "
+                       "can be read; is it a folder of images?")
+
+
+# --------------------------------------------------------------------------- listing what to decode
+
+
+@dataclass
+class _Split:
+    """One split's images, in order: items to decode in chunks, or (IDX) an array already decoded."""
+    count: int
+    chunks: Callable[[], Iterator[list]] | None = None
+    array: np.ndarray | None = None      # (N, H, W) uint8
+    labels: np.ndarray | None = None     # (N,) int64
+
+
+@dataclass
+class _Listing:
+    splits: dict[str, _Split]
+    class_names: list[str] | None = None
+
+
+def _in_chunks(items: list) -> Callable[[], Iterator[list]]:
+    return lambda: (items[i:i + CHUNK] for i in range(0, len(items), CHUNK))
+
+
+def _list_image_folder(src: DatasetSource) -> _Listing:
+    """Image files, sorted; train/ and test/ folders become splits, class subfolders labels (as `imagefolder`)."""
+    root = Path(src.source)
+    files = [p for p in src.files if p.suffix.lower() in IMAGE_SUFFIXES]
+    rel = [p.relative_to(root).parts for p in files]
+    tops = {r[0] for r in rel if len(r) > 1}
+    split_of = {}
+    if all(len(r) > 1 for r in rel) and "train" in tops and tops <= {"train", *TEST_SPLITS}:
+        split_of = {p: r[0] for p, r in zip(files, rel)}
+        rel = [r[1:] for r in rel]
+    groups: dict[str, list[Path]] = collections.defaultdict(list)
+    for p in files:
+        groups[split_of.get(p, "train")].append(p)
+    classes = sorted({r[0] for r in rel if len(r) == 2})
+    labelled = len(classes) >= 2 and all(len(r) == 2 for r in rel)
+    label_of = {p: classes.index(r[0]) for p, r in zip(files, rel)} if labelled else {}
+    splits = {}
+    for name, items in groups.items():
+        labels = np.array([label_of[p] for p in items], dtype=np.int64) if labelled else None
+        splits[name] = _Split(len(items), _in_chunks([str(p) for p in items]), labels=labels)
+    return _Listing(splits, classes if labelled else None)
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An IDX file's uint8 array, checked: magic number, dimensions, length."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: not a readable IDX file ({_short(e)}); download it again") from None
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08 or data[3] != ndim:
+        raise DatasetError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (bad header); download it again")
+    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim]) if len(data) >= 4 + 4 * ndim else None
+    if dims is None or len(data) - 4 - 4 * ndim != math.prod(dims):
+        raise DatasetError(f"{path}: truncated or padded IDX file (its header promises {dims}); download it again")
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _list_idx(src: DatasetSource) -> _Listing:
+    files = src.files
+    splits = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        img = next((p for p in files if p.name.startswith(prefix) and "idx3-ubyte" in p.name), None)
+        lbl = next((p for p in files if p.name.startswith(prefix) and "idx1-ubyte" in p.name), None)
+        if img is None:
+            if split == "train":
+                raise DatasetError(f"`dataset` {src.source}: no train-images-idx3-ubyte file in that folder")
+            continue
+        images = _read_idx(img, 3)
+        labels = _read_idx(lbl, 1).astype(np.int64) if lbl else None
+        if labels is not None and len(labels) != len(images):
+            raise DatasetError(f"{lbl}: {len(labels):,} labels for the {len(images):,} images of {img.name}; "
+                               "the two files do not belong together")
+        splits[split] = _Split(len(images), array=images, labels=labels)
+    has_labels = all(s.labels is not None for s in splits.values())
+    if not has_labels:
+        for s in splits.values():
+            s.labels = None
+    names = [str(i) for i in range(int(max(s.labels.max() for s in splits.values())) + 1)] if has_labels else None
+    return _Listing(splits, names)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub answers at all: offline, a download would retry for half a minute before failing."""
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return False
+        host = constants.ENDPOINT.split("://")[-1].split("/")[0]
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _load_hub(src: DatasetSource):
+    import datasets
+
+    try:
+        if src.kind == "hub" and not _hub_reachable():
+            # Offline: use the copy datasets cached on an earlier download, or fail at once.
+            datasets.config.HF_HUB_OFFLINE = True
+            try:
+                import huggingface_hub.constants as hf_constants
+
+                hf_constants.HF_HUB_OFFLINE = True
+            except ImportError:
+                pass
+        return datasets.load_dataset(src.source)
+    except Exception as e:  # noqa: BLE001 - datasets raises many kinds: offline, missing repo, bad files
+        kind = e.__class__.__name__
+        if src.kind == "hub":
+            if kind in ("DatasetNotFoundError", "RepositoryNotFoundError") and _hub_reachable():
+                raise UsageError(f"`dataset` {src.source}: not found on the Hugging Face Hub; "
+                                 "check the id, or give a local folder") from None
+            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({_short(e)}); "
+                                f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
+        raise DatasetError(f"`dataset` {src.source}: could not read it as a Hub-layout folder ({_short(e)})") from None
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+    return text[:200]
+
+
+def _image_column(split, source: str) -> str:
+    from datasets import Image as HFImage
+    from datasets import Value
+
+    for col, feat in split.features.items():
+        if isinstance(feat, HFImage):
+            return col
+    for col in ("image", "img", "picture"):
+        if col in split.column_names:
+            feat = split.features[col]
+            if isinstance(feat, Value) and feat.dtype in ("binary", "large_binary"):
+                return col
+            raise DatasetError(f"`dataset` {source}: its column {col!r} holds {getattr(feat, 'dtype', feat)}, "
+                               "not images; vqgen reads an image column (PNG or JPEG bytes)")
+    raise DatasetError(f"`dataset` {source}: no image column (columns: {', '.join(split.column_names)})")
+
+
+def _first_hub_items(src: DatasetSource, n: int) -> list:
+    ds = _load_hub(src)
+    for split in ds.values():
+        if len(split):
+            col = _image_column(split, src.source)
+            return _raw_images(split, col).select(range(min(n, len(split))))[col]
+    raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+
+
+def _raw_images(split, col):
+    from datasets import Image as HFImage
+
+    split = split.select_columns([col])
+    return split.cast_column(col, HFImage(decode=False)) if isinstance(split.features[col], HFImage) else split
+
+
+def _list_hub(src: DatasetSource) -> _Listing:
+    from datasets import ClassLabel
+
+    ds = _load_hub(src)
+    if not any(len(split) for split in ds.values()):
+        raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+    splits, class_names = {}, None
+    for name, split in ds.items():
+        col = _image_column(split, src.source)
+        labels = None
+        if "label" in split.column_names:
+            feat = split.features["label"]
+            if isinstance(feat, ClassLabel):
+                class_names = feat.names
+            if isinstance(feat, ClassLabel) or getattr(feat, "dtype", "").startswith(("int", "uint")):
+                labels = np.asarray(split["label"], dtype=np.int64)
+        raw = _raw_images(split, col)
+        chunks = (lambda raw=raw, col=col: (batch[col] for batch in raw.iter(batch_size=CHUNK)))
+        splits[name] = _Split(len(split), chunks, labels=labels)
+    if not all(s.labels is not None and (s.labels >= 0).all() for s in splits.values() if s.count):
+        for s in splits.values():
+            s.labels = None
+        class_names = None
+    return _Listing(splits, class_names)
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _fingerprint(src: DatasetSource, size: int, channels: int) -> str:
+    h = hashlib.sha1(f"{CACHE_FORMAT}|{src.kind}|{src.source}|{size}|{channels}".encode())
+    for p in src.files:   # local files: a change to any file makes a new cache entry
+        try:
+            st = p.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        except OSError:
+            h.update(f"{p}|missing".encode())
+    return h.hexdigest()[:16]
+
+
+def _entry_name(src: DatasetSource, size: int, channels: int) -> str:
+    return f"{slug(src.source)}-{size}px-{channels}ch-{_fingerprint(src, size, channels)}"
+
+
+class _EntryWriter:
+    """Writes a cache entry's raw uint8 images a chunk at a time, and its labels and info at the end."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.files = {s: open(folder / f"images-{s}.u8", "wb") for s in ("train", "test")}
+        self.counts = {"train": 0, "test": 0}
+        self.crcs = {"train": 0, "test": 0}
+        self.labels: dict[str, list] = {"train": [], "test": []}
+
+    def add(self, split: str, images: np.ndarray, labels: np.ndarray | None) -> None:
+        if len(images) == 0:
+            return
+        buf = memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B")
+        self.files[split].write(buf)
+        self.crcs[split] = zlib.crc32(buf, self.crcs[split])
+        self.counts[split] += len(images)
+        if labels is not None:
+            self.labels[split].append(np.asarray(labels, dtype=np.int64))
+
+    def finish(self, shape: tuple[int, int, int], info: dict) -> None:
+        for f in self.files.values():
+            f.close()
+        splits = {}
+        for s in ("train", "test"):
+            entry = {"shape": [self.counts[s], *shape], "crc32": self.crcs[s]}
+            if self.labels[s]:
+                labels = np.concatenate(self.labels[s])
+                labels.tofile(self.folder / f"labels-{s}.i64")
+                entry["labels_crc32"] = zlib.crc32(labels.tobytes())
+            splits[s] = entry
+        (self.folder / "info.json").write_text(json.dumps({"format": CACHE_FORMAT, "splits": splits, **info}))
+
+    def close(self) -> None:
+        for f in self.files.values():
+            f.close()
+
+
+def _read_u8(path: Path, shape: list[int], crc: int) -> np.ndarray:
+    expected = math.prod(shape)
+    try:
+        actual = path.stat().st_size
+    except OSError:
+        raise _Damaged(f"{path.name} is missing") from None
+    if actual != expected:
+        raise _Damaged(f"{path.name} has {actual:,} bytes, not {expected:,}")
+    arr = np.fromfile(path, dtype=np.uint8)
+    if zlib.crc32(arr) != crc:
+        raise _Damaged(f"{path.name} does not match its checksum")
+    return arr.reshape(shape)
+
+
+def _read_entry(folder: Path, name: str) -> ImageData:
+    """A cache entry as an ImageData; raises _Damaged saying what is wrong with it."""
+    try:
+        info = json.loads((folder / "info.json").read_text())
+        splits = info["splits"]
+        if info.get("format") != CACHE_FORMAT:
+            raise _Damaged(f"format {info.get('format')}")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise _Damaged(f"info.json unreadable ({e.__class__.__name__})") from None
+    tensors = {}
+    for s in ("train", "test"):
+        shape = splits[s]["shape"]
+        tensors[f"{s}_images"] = torch.from_numpy(_read_u8(folder / f"images-{s}.u8", shape, splits[s]["crc32"]))
+        tensors[f"{s}_labels"] = None
+        if "labels_crc32" in splits[s]:
+            p = folder / f"labels-{s}.i64"
+            labels = np.fromfile(p, dtype=np.int64) if p.is_file() else np.zeros(0, dtype=np.int64)
+            if len(labels) != shape[0] or zlib.crc32(labels.tobytes()) != splits[s]["labels_crc32"]:
+                raise _Damaged(f"{p.name} does not match its images")
+            tensors[f"{s}_labels"] = torch.from_numpy(labels)
+    return ImageData(name, info["source"], tensors["train_images"], tensors["test_images"],
+                     tensors["train_labels"], tensors["test_labels"], info["class_names"],
+                     info["converted"], info["skipped"])
 
 
 # --------------------------------------------------------------------------- decoding
 
 
-def to_mode(im: Image.Image, channels: int) -> Image.Image:
-    """Convert any PIL image to L (1 channel) or RGB (3), transparency onto white."""
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    if im.mode in ("RGBA", "LA"):
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        im = Image.alpha_composite(background, im.convert("RGBA"))
-    return im.convert("L" if channels == 1 else "RGB")
+def decode_workers(n_images: int) -> int:
+    """Worker processes to decode n images with: none for small datasets, else one per core."""
+    env = os.environ.get("VQGEN_DECODE_WORKERS")
+    if env is not None:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise UsageError(f"VQGEN_DECODE_WORKERS={env!r}: give a whole number (0: decode in this process)") from None
+    if n_images < MIN_FOR_WORKERS:
+        return 0
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32))
 
 
-def image_to_array(im: Image.Image, size: int, channels: int) -> np.ndarray:
-    """A PIL image as a uint8 array (C, size, size) at the model's resolution."""
-    im = to_mode(im, channels)
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
-    arr = np.asarray(im, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+def _decoded_chunks(chunks: Iterable[list], size: int, channels: int, workers: int) -> Iterator[tuple]:
+    """decode_chunk over chunks, in order; with workers, a few chunks ahead at a time (memory stays bounded)."""
+    if workers == 0:
+        for chunk in chunks:
+            yield decode_chunk(chunk, size, channels)
+        return
+    # Workers run Pillow and NumPy only. "fork" starts them at once and, unlike "spawn", does not run the
+    # caller's main script again in each (a notebook's or an unguarded script's); macOS cannot fork safely.
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+        pending = collections.deque()
+        for chunk in chunks:
+            pending.append(pool.submit(decode_chunk, chunk, size, channels))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _resize_u8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """(n, H, W) uint8 grayscale as (n, C, size, size) uint8."""
+    t = torch.from_numpy(np.array(images)).unsqueeze(1)
+    if size != t.shape[-1]:
+        t = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255)
+        t = t.to(torch.uint8)
+    if channels == 3:
+        t = t.expand(-1, 3, -1, -1)
+    return t.contiguous().numpy()
+
+
+def _decode(src: DatasetSource, listing: _Listing, writer: _EntryWriter, size: int, channels: int,
+            workers: int | None, progress: Progress | None) -> tuple[int, int]:
+    """Decode every split into the writer, holding out a fixed 5% where there is no test split."""
+    splits = listing.splits
+    train_name = "train" if "train" in splits else next(iter(splits))
+    test_name = next((t for t in TEST_SPLITS if t in splits), None)
+    held_out: set[int] = set()
+    if test_name is None:
+        n = splits[train_name].count
+        if n < 2:
+            raise DatasetError(f"`dataset` {src.source}: {n} image(s); vqgen needs at least 2, one to train on "
+                               "and one held out to evaluate")
+        n_test = max(1, int(round(n * HOLDOUT_FRACTION)))
+        held_out = set(torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))[:n_test].tolist())
+    total = sum(splits[s].count for s in (train_name, test_name) if s)
+    workers = decode_workers(total) if workers is None else workers
+    done = converted = skipped = 0
+    for name, out in ((train_name, "train"), (test_name, "test")):
+        if name is None:
+            continue
+        split = splits[name]
+        if split.array is not None:
+            results = ((_resize_u8(split.array[i:i + CHUNK], size, channels), list(range(min(CHUNK, split.count - i))),
+                        0, 0) for i in range(0, split.count, CHUNK))
+        else:
+            results = _decoded_chunks(split.chunks(), size, channels, workers)
+        offset = 0
+        for arrays, kept, conv, skip in results:
+            index = np.asarray(kept, dtype=np.int64) + offset
+            labels = split.labels[index] if split.labels is not None else None
+            if held_out and name == train_name:
+                test_mask = np.array([i in held_out for i in index.tolist()], dtype=bool)
+                writer.add("test", arrays[test_mask], labels[test_mask] if labels is not None else None)
+                arrays, labels = arrays[~test_mask], (labels[~test_mask] if labels is not None else None)
+            writer.add(out, arrays, labels)
+            chunk_len = len(kept) + skip
+            offset += chunk_len
+            done += chunk_len
+            converted += conv
+            skipped += skip
+            if progress:
+                progress(done, total)
+    return converted, skipped
+
+
+def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cache: bool = True,
+                workers: int | None = None, progress: Progress | None = None) -> ImageData:
+    """Decode the dataset `name` at (size, channels), through the on-disk cache.
+
+    workers: decoding processes (None: one per core for large datasets, 0: this process only).
+    progress: called as progress(done, total) while decoding.
+    """
+    src = resolve_dataset(name)
+    entry = _entry_name(src, size, channels)
+    root = usable_cache_dir() if use_cache else None
+    if root is not None:
+        remove_stale_temps(root)
+        if (root / entry).is_dir():
+            try:
+                return _read_entry(root / entry, name)
+            except _Damaged as why:
+                log(f"The cached copy of {src.source} is damaged ({why}); decoding it again")
+                shutil.rmtree(root / entry, ignore_errors=True)
+    tmp_root = root if root is not None else Path(tempfile.mkdtemp(prefix="vqgen-"))
+    tmp = tmp_root / f".{entry}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        if root is not None:
+            log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
+        if src.kind == "idx":
+            listing = _list_idx(src)
+        elif src.kind == "images":
+            listing = _list_image_folder(src)
+        else:
+            listing = _list_hub(src)
+        writer = _EntryWriter(tmp)
+        try:
+            converted, skipped = _decode(src, listing, writer, size, channels, workers, progress)
+        finally:
+            writer.close()
+        if writer.counts["train"] == 0:
+            raise DatasetError(f"`dataset` {name}: none of its {skipped:,} images can be read")
+        writer.finish((channels, size, size), {"source": src.source, "class_names": listing.class_names,
+                                               "converted": converted, "skipped": skipped})
+        if converted:
+            log(f"Converted {converted} images to {'grayscale' if channels == 1 else 'RGB'}")
+        if skipped:
+            log(f"Skipped {skipped} unreadable images")
+        if root is None:
+            return _read_entry(tmp, name)
+        try:
+            os.rename(tmp, root / entry)
+        except OSError:   # another process cached the same data meanwhile: use theirs
+            pass
+        return _read_entry(root / entry, name)
+    except BrokenProcessPool:
+        raise RunError("a decoding worker process died (out of memory?); decode with fewer processes: "
+                       "VQGEN_DECODE_WORKERS=1") from None
+    except OSError as e:
+        raise RunError(f"could not write the decoded dataset to {tmp_root} ({e.strerror or _short(e)}); "
+                       "free some space or point VQGEN_CACHE at another folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if root is None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 def load_image_file(path: str | Path, size: int, channels: int) -> torch.Tensor:
@@ -175,9 +682,9 @@ def load_image_file(path: str | Path, size: int, channels: int) -> torch.Tensor:
     if not path.is_file():
         raise UsageError(f"{path}: no such image file")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             arr = image_to_array(im, size, channels)
-    except (UnidentifiedImageError, OSError) as e:
+    except DECODE_ERRORS as e:
         raise UsageError(f"{path}: not a readable image ({e.__class__.__name__})") from None
     return torch.from_numpy(arr.copy()).float().div(255).unsqueeze(0)
 
@@ -233,214 +740,6 @@ def load_image_folder(folder: str | Path, size: int, channels: int) -> tuple[tor
     if not loaded:
         raise UsageError(f"`input` {folder}: none of the images could be read")
     return torch.cat(loaded), paths, skipped
-
-
-class _Decoder:
-    """Decodes many images, counting the converted and the unreadable."""
-
-    def __init__(self, size: int, channels: int):
-        self.size, self.channels = size, channels
-        self.converted = self.skipped = 0
-        self.target_mode = "L" if channels == 1 else "RGB"
-
-    def __call__(self, opener) -> np.ndarray | None:
-        try:
-            with opener() as im:
-                if im.mode != self.target_mode:
-                    self.converted += 1
-                return image_to_array(im, self.size, self.channels)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            self.skipped += 1
-            return None
-
-
-def _stack(arrays: list, labels: list | None, size: int, channels: int):
-    keep = [i for i, a in enumerate(arrays) if a is not None]
-    if keep:
-        images = torch.from_numpy(np.stack([arrays[i] for i in keep]))
-    else:
-        images = torch.zeros(0, channels, size, size, dtype=torch.uint8)
-    label_t = torch.tensor([labels[i] for i in keep], dtype=torch.long) if labels is not None else None
-    return images, label_t
-
-
-def _read_idx(path: Path) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    _, _, dtype_code, ndim = struct.unpack(">BBBB", data[:4])
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def _find_idx(folder: Path, prefix: str, kind: str) -> Path | None:
-    for p in sorted(folder.rglob(f"{prefix}*{kind}-ubyte*")):
-        return p
-    return None
-
-
-def _decode_idx(src: DatasetSource, size: int, channels: int, log: Log):
-    folder = Path(src.source)
-    out = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        img_path = _find_idx(folder, prefix, "idx3")
-        lbl_path = _find_idx(folder, prefix, "idx1")
-        if img_path is None:
-            if split == "train":
-                raise UsageError(f"--dataset {src.source}: no train-images-idx3-ubyte file in that folder")
-            continue
-        raw = _read_idx(img_path)
-        images = torch.from_numpy(raw.copy()).unsqueeze(1)
-        if channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()
-        if size != images.shape[-1]:
-            images = F.interpolate(images.float(), size=(size, size), mode="bilinear",
-                                   antialias=True).round().clamp(0, 255).to(torch.uint8)
-        labels = torch.from_numpy(_read_idx(lbl_path).astype(np.int64)) if lbl_path else None
-        out[split] = (images, labels)
-    names = [str(i) for i in range(10)] if out["train"][1] is not None else None
-    return out, names, 0, 0
-
-
-def _load_hub(src: DatasetSource):
-    import datasets
-
-    try:
-        if src.kind == "hub":
-            return datasets.load_dataset(src.source)
-        if src.kind == "images":
-            return datasets.load_dataset("imagefolder", data_dir=src.source)
-        return datasets.load_dataset(src.source)
-    except (ConnectionError, OSError) as e:
-        if src.kind == "hub":
-            raise RunError(f"could not download {src.source} from the Hugging Face Hub ({_short(e)}); "
-                           "if offline, point --dataset at a local copy, e.g. --dataset ./mnist") from None
-        raise RunError(f"could not read the dataset in {src.source}: {_short(e)}") from None
-    except Exception as e:  # datasets raises many kinds: missing repo, bad card, ...
-        if e.__class__.__name__ in ("DatasetNotFoundError", "FileNotFoundError", "RepositoryNotFoundError"):
-            raise UsageError(f"--dataset {src.source}: not found on the Hugging Face Hub; "
-                             "check the id, or give a local folder") from None
-        raise RunError(f"could not load dataset {src.source}: {_short(e)}") from None
-
-
-def _short(e: Exception) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
-    return text[:200]
-
-
-def _image_column(split) -> str:
-    from datasets import Image as HFImage
-
-    for col, feat in split.features.items():
-        if isinstance(feat, HFImage):
-            return col
-    for col in ("image", "img", "picture"):
-        if col in split.column_names:
-            return col
-    raise UsageError(f"the dataset has no image column (columns: {', '.join(split.column_names)})")
-
-
-def _decode_hub(src: DatasetSource, size: int, channels: int, log: Log):
-    from datasets import ClassLabel
-    from datasets import Image as HFImage
-
-    ds = _load_hub(src)
-    decoder = _Decoder(size, channels)
-    out = {}
-    class_names = None
-    for split_name in ds:
-        split = ds[split_name]
-        col = _image_column(split)
-        label_col = "label" if "label" in split.column_names else None
-        if label_col and isinstance(split.features[label_col], ClassLabel):
-            class_names = split.features[label_col].names
-        split = split.cast_column(col, HFImage(decode=False))
-        arrays = []
-        for item in split[col]:
-            if item.get("bytes") is not None:
-                arrays.append(decoder(lambda b=item["bytes"]: Image.open(io.BytesIO(b))))
-            else:
-                arrays.append(decoder(lambda p=item["path"]: Image.open(p)))
-        labels = split[label_col] if label_col else None
-        out[split_name] = _stack(arrays, labels, size, channels)
-    return out, class_names, decoder.converted, decoder.skipped
-
-
-def _holdout(out: dict):
-    """Pick the test split; carve a fixed 5% off train when there is none."""
-    train = out.get("train") or next(iter(out.values()))
-    for name in ("test", "validation", "valid"):
-        if name in out:
-            return train, out[name]
-    images, labels = train
-    n = images.shape[0]
-    n_test = max(1, int(round(n * HOLDOUT_FRACTION))) if n > 1 else 0
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))
-    test_idx, train_idx = perm[:n_test].sort().values, perm[n_test:].sort().values
-    pick = lambda t, i: t[i] if t is not None else None  # noqa: E731
-    return (images[train_idx], pick(labels, train_idx)), (images[test_idx], pick(labels, test_idx))
-
-
-# --------------------------------------------------------------------------- caching
-
-
-def _fingerprint(src: DatasetSource, size: int, channels: int) -> str:
-    h = hashlib.sha1(f"{CACHE_FORMAT}|{src.kind}|{src.source}|{size}|{channels}".encode())
-    if src.kind != "hub":  # local files: changes to any file make a new cache entry
-        for p in sorted(Path(src.source).rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
-def _cache_path(src: DatasetSource, size: int, channels: int) -> Path:
-    return cache_dir() / f"{slug(src.source)}-{size}px-{channels}ch-{_fingerprint(src, size, channels)}.safetensors"
-
-
-def load_images(name: str, size: int, channels: int, log: Log = lambda s: None,
-                use_cache: bool = True) -> ImageData:
-    """Decode the dataset `name` at (size, channels), through the on-disk cache."""
-    from safetensors.torch import load_file, save_file
-
-    src = resolve_dataset(name)
-    path = _cache_path(src, size, channels)
-    if use_cache and path.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata()
-        t = load_file(str(path))
-        info = json.loads(meta["info"])
-        return ImageData(name, src.source, t["train_images"], t["test_images"],
-                         t.get("train_labels"), t.get("test_labels"), info["class_names"],
-                         info["converted"], info["skipped"])
-
-    log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {path.parent}")
-    if src.kind == "idx":
-        out, class_names, converted, skipped = _decode_idx(src, size, channels, log)
-    else:
-        out, class_names, converted, skipped = _decode_hub(src, size, channels, log)
-    (train_x, train_y), (test_x, test_y) = _holdout(out)
-    if train_x.shape[0] == 0:
-        raise RunError(f"--dataset {name}: none of its images could be read")
-    if class_names is None and train_y is not None:
-        class_names = [str(i) for i in range(int(train_y.max()) + 1)]
-    if converted:
-        log(f"Converted {converted} images to {'grayscale' if channels == 1 else 'RGB'}")
-    if skipped:
-        log(f"Skipped {skipped} unreadable images")
-    data = ImageData(name, src.source, train_x, test_x, train_y, test_y, class_names, converted, skipped)
-    if use_cache:
-        tensors = {"train_images": train_x.contiguous(), "test_images": test_x.contiguous()}
-        if train_y is not None:
-            tensors["train_labels"] = train_y
-        if test_y is not None:
-            tensors["test_labels"] = test_y
-        info = {"class_names": class_names, "converted": converted, "skipped": skipped, "source": src.source}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"info": json.dumps(info)}))
-    return data
 
 
 def load_run_images(cfg, log: Log = lambda s: None) -> ImageData:

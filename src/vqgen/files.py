@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Callable
 
@@ -41,15 +42,15 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(folder: Path) -> int:
-    """Delete temporary files in `folder` left by processes that no longer run; returns how many."""
+    """Delete temporary files and folders in `folder` left by processes that no longer run; returns how many."""
     removed = 0
     if not Path(folder).is_dir():
         return 0
     for p in Path(folder).iterdir():
         m = TEMP_PATTERN.match(p.name)
-        if m and p.is_file() and not _alive(int(m.group(1))):
+        if m and not _alive(int(m.group(1))):
             try:
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                 removed += 1
             except OSError:
                 pass
