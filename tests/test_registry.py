@@ -76,7 +76,7 @@ def test_a_registered_model_works_through_the_cli(toy, tmp_path):
     r = invoke("reconstruct", "--n", 4, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "Using run runs/toy-mnist" in r.stderr and "PSNR" in r.stderr
-    grid = np.asarray(Image.open(run / "reconstruction.png").convert("L"))
+    grid = np.asarray(Image.open(run / "reconstruction_n4.png").convert("L"))
     assert grid.shape == (2 * 114 + 2, 4 * 114 + 2) and grid.std() > 5
     r = invoke("interpolate", "4", "9", "--steps", 5, cwd=tmp_path)
     assert r.exit_code == 0, r.output

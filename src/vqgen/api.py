@@ -57,8 +57,11 @@ def check_steps(steps: int) -> int:
     return check_arg("steps", steps, check)
 
 
-def check_sampling(n: int, temperature: float | None, top_k: int | None, guidance: float | None) -> None:
+def check_sampling(n: int, temperature: float | None, top_k: int | None, guidance: float | None,
+                   seed: int | None = None) -> None:
     check_arg("n", n, at_least(1, MAX_SAMPLES))
+    if seed is not None:
+        check_arg("seed", seed, at_least(0, 2**63 - 1))
     if temperature is not None:
         check_arg("temperature", temperature, positive(100.0))
     if top_k is not None:
@@ -273,7 +276,7 @@ class Model:
 
         from vqgen import generate
 
-        check_sampling(n, temperature, top_k, guidance)
+        check_sampling(n, temperature, top_k, guidance, seed)
         options = {"temperature": temperature, "top_k": top_k, "guidance": guidance, "sampler": sampler}
         generate.check_sample_options(self.checkpoint, {**options, "digit": digit, "class_name": class_name})
         if self._sampler is None:

@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+from vqgen.errors import OutputPathError
 
 TEMP_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")
 
@@ -61,3 +63,94 @@ def slug(text: str) -> str:
     """A name as it reads in a file or directory name: 'ylecun/mnist' -> 'mnist', 'My Data!' -> 'my-data'."""
     name = Path(str(text).rstrip("/")).name or str(text)
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"
+
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve()
+    except OSError:
+        return False
+
+
+def check_output_file(path: Path, param: str, suffixes: tuple[str, ...] = PICTURE_SUFFIXES,
+                      inputs: Iterable[Path] = ()) -> Path:
+    """An output file that can be written and overwrites no input, or a clear error naming `param`."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"`{param}` {path}: is a folder; give a file name such as {path / ('out' + suffixes[0])}")
+    if path.suffix.lower() not in suffixes:
+        raise OutputPathError(f"`{param}` {path}: give a file name ending in {' or '.join(suffixes[:2])}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise OutputPathError(f"`{param}` {path}: {parent} is a file, not a folder")
+            break
+    for other in inputs:
+        if _same(path, Path(other)):
+            raise OutputPathError(f"`{param}` {path}: is one of the inputs, which it would overwrite; "
+                                  "give another file name")
+    return path
+
+
+def check_output_dir(path: Path, param: str, inputs: Iterable[Path] = ()) -> Path:
+    """An output folder that is not a file and not an input folder, or a clear error naming `param`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"`{param}` {path}: is a file; give a folder")
+    for other in inputs:
+        if _same(path, Path(other)):
+            raise OutputPathError(f"`{param}` {path}: is the input folder, whose images would be overwritten; "
+                                  "give another folder")
+    return path
+
+
+def unique_path(path: Path) -> Path:
+    """`path`, or `name-2.ext`, `name-3.ext`, ... if it is taken: a default output never overwrites."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    for i in range(2, 100_000):
+        candidate = path.with_name(f"{path.stem}-{i}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+    raise OutputPathError(f"{path}: too many files of that name; give `out`")
+
+
+def output_names(paths: list[Path], suffix: str = ".png") -> list[str]:
+    """One output file name per input file, all different even where inputs share a name.
+
+    'a.jpg' -> 'a.png'; where 'a.png' and 'a.jpg' both come in: 'a-png.png' and 'a-jpg.png'.
+    """
+    stems = [p.stem.lower() for p in paths]
+    taken: set[str] = set()
+    names = []
+    for p, stem in zip(paths, stems):
+        base = p.stem if stems.count(stem) == 1 else f"{p.stem}-{p.suffix.lstrip('.')}"
+        name, i = base + suffix, 2
+        while name.lower() in taken:
+            name, i = f"{base}-{i}{suffix}", i + 1
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def writing(path: Path):
+    """A context that turns a failed write (disk full, no permission) into one clear error."""
+    return _Writing(Path(path))
+
+
+class _Writing:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, kind, error, tb):
+        if isinstance(error, OSError):
+            raise OutputPathError(f"could not write {self.path} ({error.strerror or error.__class__.__name__})") \
+                from None
+        return False

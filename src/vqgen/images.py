@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
+from vqgen.files import writing
+
 MIN_TILE = 96   # smaller images are scaled up by a whole factor to about this size
 
 
@@ -47,8 +49,9 @@ def to_pil(image: torch.Tensor) -> Image.Image:
 def save_png(image: torch.Tensor, path: Path) -> Path:
     """Write a (C, H, W) image in [0, 1] as PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    to_pil(image).save(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        to_pil(image).save(path)
     return path
 
 
@@ -64,13 +67,14 @@ def save_picture(picture, path: Path) -> Path:
 def save_frames(images: torch.Tensor, folder: Path, prefix: str = "frame") -> list[Path]:
     """Each image as its own PNG at the model's resolution: frame_00.png, frame_01.png, ..."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     digits = max(2, len(str(len(images) - 1)))
     paths = []
-    for i, arr in enumerate(to_uint8(images)):
-        p = folder / f"{prefix}_{i:0{digits}d}.png"
-        Image.fromarray(arr).save(p)
-        paths.append(p)
+    with writing(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, arr in enumerate(to_uint8(images)):
+            p = folder / f"{prefix}_{i:0{digits}d}.png"
+            Image.fromarray(arr).save(p)
+            paths.append(p)
     return paths
 
 
@@ -88,9 +92,10 @@ def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = 
     durations = [step * hold if bounce and i in (0, len(frames) - 1) else step for i in seq]
     arr = to_uint8(frames[seq])
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Pillow takes a list of durations only for two frames or more.
-    iio.imwrite(path, arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Pillow takes a list of durations only for two frames or more.
+        iio.imwrite(path, arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
     return path
 
 

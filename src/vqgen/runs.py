@@ -353,6 +353,8 @@ def summarize(run_dir: Path) -> RunSummary | None:
 def list_runs(runs_dir: Path = Path("runs")) -> list[RunSummary]:
     """Every run directory under `runs_dir`, oldest first."""
     runs_dir = Path(runs_dir)
+    if runs_dir.exists() and not runs_dir.is_dir():
+        raise UsageError(f"{runs_dir} is a file, not a folder of runs; pass `run`, or move the file")
     if not runs_dir.is_dir():
         return []
     found = [s for p in runs_dir.iterdir() if p.is_dir() for s in [summarize(p)] if s is not None]

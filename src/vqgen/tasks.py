@@ -16,6 +16,7 @@ from typing import Callable
 
 from vqgen.api import MAX_SAMPLES, Model, check_sampling, check_steps, open_run
 from vqgen.errors import UsageError
+from vqgen.files import check_output_dir, check_output_file, output_names, slug, unique_path
 from vqgen.settings import at_least, check_arg, one_of, positive
 
 Log = Callable[[str], None]
@@ -41,6 +42,16 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
                 log: Log = _quiet) -> Report:
     """Originals above reconstructions as one grid, or one reconstruction per file of an input folder."""
     check_arg("n", n, at_least(1, MAX_SAMPLES))
+    folder_in = input is not None and Path(input).is_dir()
+    if input is not None and not Path(input).exists():
+        raise UsageError(f"`input` {input}: no such file or folder")
+    if out is not None:
+        if folder_in:
+            if Path(out).suffix.lower() == ".png":
+                raise UsageError("`input` DIR writes one file per image: give `out` a folder, not a .png")
+            check_output_dir(out, "out", inputs=[input])
+        else:
+            check_output_file(out, "out", inputs=[input] if input is not None else [])
     import torch
 
     from vqgen import data, generate, images
@@ -49,31 +60,30 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
     model = Model(open_run(run, "reconstruct", log))
     c, size, _ = model.image_shape
     report = Report()
-    paths = None
     if input is None:
         model.data(log)
         x = model.held_out(n)
-    elif Path(input).is_dir():
+    elif folder_in:
         x, paths, skipped = data.load_image_folder(input, size, c)
         if skipped:
             report.lines.append(f"Skipped {skipped} unreadable images")
-    elif Path(input).exists():
-        x = data.load_image_file(input, size, c)
     else:
-        raise UsageError(f"`input` {input}: no such file or folder")
+        x = data.load_image_file(input, size, c)
     recon = generate.reconstruct(model.module, x)
     mse = torch.mean((recon - x) ** 2).item()
     report.lines.append(f"MSE {mse:.5f}  PSNR {psnr(mse):.2f} dB over {len(x)} images")
-    if paths is not None:
-        folder = Path(out) if out is not None else Path("reconstructions")
-        if folder.suffix.lower() == ".png":
-            raise UsageError("`input` DIR writes one file per image: give `out` a folder, not a .png")
-        folder.mkdir(parents=True, exist_ok=True)
-        for p, img in zip(paths, recon):
-            images.save_png(img, folder / f"{p.stem}.png")
+    if folder_in:
+        folder = Path(out) if out is not None else unique_path(Path("reconstructions"))
+        names = output_names(paths)
+        shared = [f"{p.name} -> {name}" for p, name in zip(paths, names) if name != f"{p.stem}.png"]
+        if shared:
+            report.lines.append(f"Inputs that share a name get the extension in theirs: {', '.join(shared)}")
+        for name, img in zip(names, recon):
+            images.save_png(img, folder / name)
         report.path = folder
         return report
-    report.path = Path(out) if out is not None else model.run_dir / "reconstruction.png"
+    what = f"_{slug(Path(input).stem)}" if input is not None else (f"_n{n}" if n != 16 else "")
+    report.path = Path(out) if out is not None else unique_path(model.run_dir / f"reconstruction{what}.png")
     nrow = min(len(x), 16)
     rows = []
     for i in range(0, len(x), nrow):
@@ -85,6 +95,10 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
 # --------------------------------------------------------------------------- morphs
 
 
+def _endpoint_files(*specs) -> list[Path]:
+    return [Path(x) for x in specs if x is not None and Path(x).is_file()]
+
+
 def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str | None, log: Log):
     check_steps(steps)
     check_arg("method", method, one_of("lerp", "slerp"))
@@ -92,15 +106,26 @@ def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str
     return model, model.interpolate(a, b, steps, method=method, space=space, log=log)
 
 
+def _morph_name(a: str, b: str, method: str, space: str | None) -> str:
+    from vqgen.generate import endpoint_name
+
+    extra = (f"_{method}" if method != "lerp" else "") + (f"_{space}" if space else "")
+    return f"{endpoint_name(a)}_to_{endpoint_name(b)}{extra}"
+
+
 def interpolate(a: str, b: str, steps: int = 12, run: Path | None = None, out: Path | None = None,
                 frames: Path | None = None, method: str = "lerp", space: str | None = None,
                 log: Log = _quiet) -> Report:
     """The morph of A into B as a PNG strip (and, with `frames`, one PNG per frame)."""
-    from vqgen import generate, images
+    if out is not None:
+        check_output_file(out, "out", inputs=_endpoint_files(a, b))
+    if frames is not None:
+        check_output_dir(frames, "frames")
+    from vqgen import images
 
     model, seq = _morph(a, b, steps, run, method, space, log)
     report = Report(Path(out) if out is not None else
-                    model.run_dir / f"interp_{generate.endpoint_name(a)}_to_{generate.endpoint_name(b)}.png")
+                    unique_path(model.run_dir / f"interp_{_morph_name(a, b, method, space)}.png"))
     images.save_grid(seq, report.path, nrow=steps)
     if frames:
         images.save_frames(seq, frames)
@@ -113,26 +138,29 @@ def gif(a: str | None = None, b: str | None = None, steps: int = 24, fps: float 
         log: Log = _quiet) -> Report:
     """The A -> B morph as a GIF that loops there and back, or (`training`) a run's per-epoch pictures."""
     check_arg("fps", fps, positive(MAX_FPS))
+    if out is not None:
+        check_output_file(out, "out", (".gif",), inputs=_endpoint_files(a, b))
     if training is not None:
         return training_gif(training, fps, out)
     if a is None or b is None:
         raise UsageError("give two endpoints (vqgen gif 4 9), or `training` RUN")
-    from vqgen import generate, images
+    from vqgen import images
 
     model, seq = _morph(a, b, steps, run, method, space, log)
     path = Path(out) if out is not None else \
-        model.run_dir / f"morph_{generate.endpoint_name(a)}_to_{generate.endpoint_name(b)}.gif"
+        unique_path(model.run_dir / f"morph_{_morph_name(a, b, method, space)}.gif")
     images.save_gif(seq, path, fps=fps)
     return Report(path)
 
 
 def training_gif(run_dir: Path, fps: float = 4.0, out: Path | None = None) -> Report:
-    """One frame per epoch: the run's per-epoch pictures."""
+    """One frame per epoch: the run's per-epoch pictures (unreadable ones left out and counted)."""
     import numpy as np
     import torch
     from PIL import Image
 
     from vqgen import images, runs
+    from vqgen.decode import DECODE_ERRORS
 
     pics = runs.epoch_pictures(run_dir)
     if not pics:
@@ -140,14 +168,43 @@ def training_gif(run_dir: Path, fps: float = 4.0, out: Path | None = None) -> Re
     if len(pics) == 1:
         raise UsageError(f"{run_dir}: one epoch, so one picture ({pics[0].name}); a training GIF needs two or more: "
                          f"vqgen train --resume {run_dir} --epochs 2")
-    frames = torch.stack([torch.from_numpy(np.asarray(Image.open(p).convert("RGB")).copy()).permute(2, 0, 1)
-                          for p in pics]).float().div(255)
-    path = Path(out) if out is not None else Path(run_dir) / "training.gif"
-    images.save_gif(frames, path, fps=min(fps, 4), bounce=False)
-    return Report(path)
+    frames, left_out = [], []
+    for p in pics:
+        try:
+            with Image.open(p) as im:
+                arr = np.asarray(im.convert("RGB")).copy()
+        except DECODE_ERRORS:
+            left_out.append(p.name)
+            continue
+        if frames and arr.shape != frames[0].shape:
+            left_out.append(p.name)
+            continue
+        frames.append(arr)
+    if len(frames) < 2:
+        raise UsageError(f"{run_dir}: fewer than two readable per-epoch pictures ({', '.join(left_out)} damaged)")
+    path = Path(out) if out is not None else unique_path(Path(run_dir) / "training.gif")
+    stacked = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in frames]).float().div(255)
+    images.save_gif(stacked, path, fps=min(fps, 4), bounce=False)
+    report = Report(path)
+    if left_out:
+        report.lines.append(f"Left out {len(left_out)} damaged pictures: {', '.join(left_out)}")
+    return report
 
 
 # --------------------------------------------------------------------------- sample
+
+
+def _sample_name(n: int, digit, class_name, sampler, temperature, top_k, guidance, seed) -> str:
+    """samples_digit7.png, samples_n64.png, samples_digit7_n16_t0.9.png: the arguments that were given."""
+    parts = [f"digit{digit}"] if digit is not None else [f"class-{slug(class_name)}"] if class_name is not None else []
+    if n != 64 or not parts:
+        parts.append(f"n{n}")
+    for key, value in (("", sampler), ("t", temperature), ("k", top_k), ("g", guidance)):
+        if value is not None:
+            parts.append(f"{key}{value:g}" if isinstance(value, (int, float)) else f"{key}{value}")
+    if seed:
+        parts.append(f"seed{seed}")
+    return "samples_" + "_".join(parts) + ".png"
 
 
 def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class_name: str | None = None,
@@ -155,13 +212,18 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
            guidance: float | None = None, seed: int = 0, out: Path | None = None, frames: Path | None = None,
            log: Log = _quiet) -> Report:
     """New images as a grid (and, with `frames`, one PNG each)."""
-    check_sampling(n, temperature, top_k, guidance)
+    check_sampling(n, temperature, top_k, guidance, seed)
+    if out is not None:
+        check_output_file(out, "out")
+    if frames is not None:
+        check_output_dir(frames, "frames")
     from vqgen import images
 
     model = Model(open_run(run, "sample", log))
     pics = model.sample(n, digit=digit, class_name=class_name, temperature=temperature, top_k=top_k,
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
-    report = Report(Path(out) if out is not None else model.sampler_run / "samples.png")
+    name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
+    report = Report(Path(out) if out is not None else unique_path(model.sampler_run / name))
     images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))))
     if frames:
         images.save_frames(pics, frames, prefix="sample")
@@ -196,7 +258,8 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
     epoch = int(json.loads(meta.get("info", "{}")).get("epoch", 0))
     rows = runs.read_metrics(run_dir / runs.METRICS, upto_epoch=epoch)
     if not rows:
-        raise UsageError(f"{run_dir}: no finished epoch yet; train the run first")
+        why = "no finished epoch yet; train the run first" if epoch == 0 else f"no metrics in {runs.METRICS}"
+        raise UsageError(f"{run_dir}: {why}")
     return Report(run_dir, data={"run": str(run_dir), "model": meta["vqgen_model"], "epochs": rows,
                                  "final": rows[-1]})
 

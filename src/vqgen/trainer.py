@@ -104,8 +104,7 @@ class Trainer:
                 last_log = now
                 logs = {k: v.item() for k, v in out.items()}
                 if not math.isfinite(logs["loss"]):
-                    raise NonFiniteLoss(f"the loss became {logs['loss']} in epoch {self.epoch + 1}; "
-                                        "the last good checkpoint is kept: lower `lr` and resume or retrain")
+                    raise NonFiniteLoss(f"the loss became {logs['loss']} in epoch {self.epoch + 1}")
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.step_logs = {**logs, "lr": lr, "img_per_s": images / max(now - t0, 1e-9)}
                 self.progress.batch(self.step, self.step_logs, core.epoch_metrics())
@@ -116,5 +115,4 @@ class Trainer:
         self.epoch_logs = {**self.running.mean(), **core.epoch_metrics(),
                            "img_per_s": images / max(seconds, 1e-9), "seconds": seconds}
         if not all(math.isfinite(v) for v in self.epoch_logs.values()):
-            raise NonFiniteLoss(f"training produced non-finite values in epoch {self.epoch + 1}; "
-                                "the last good checkpoint is kept: lower `lr` and resume or retrain")
+            raise NonFiniteLoss(f"training produced non-finite values in epoch {self.epoch + 1}")

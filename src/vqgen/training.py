@@ -19,7 +19,9 @@ Nothing here names a model: what differs between models comes from their
 from __future__ import annotations
 
 import math
+import os
 import random
+import shutil
 import signal
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ import torch
 from vqgen import data as D
 from vqgen import images, models, runs
 from vqgen.config import RunConfig, TrainConfig, check_train_flags, read_yaml, resolve_config, split_settings
-from vqgen.errors import DatasetError, UsageError
+from vqgen.errors import DatasetError, NonFiniteLoss, UsageError
 from vqgen.files import remove_stale_temps
 from vqgen.metrics import RunningMean, psnr
 from vqgen.progress import TrainProgress
@@ -73,6 +75,23 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise UsageError("`device` mps: Apple's MPS is not available here; use auto or cpu")
     return torch.device(name)
+
+
+def check_fits(spec: models.ModelSpec, config, device: torch.device) -> None:
+    """Refuse a model whose weights and optimizer state would not fit in the device's memory, before allocating."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in spec.build(config).parameters())
+    need = n * 4 * 4   # float32 weights, gradients and Adam's two moments
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    else:
+        return
+    if need > total:
+        raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {need / 2**30:.1f} GiB with its "
+                         f"optimizer state, more than the {total / 2**30:.0f} GiB of memory here; choose smaller "
+                         "model settings")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -267,6 +286,7 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
     cfg, spec = plan.config, plan.spec
 
     device = resolve_device(cfg.train.device)
+    check_fits(spec, cfg.model_config, device)
     generator = seed_everything(cfg.train.seed)
     # Tiny gradients late in training become denormal floats, which CPUs handle
     # many times slower; flushing them to zero keeps later epochs as fast as the first.
@@ -366,6 +386,17 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         trainer.run()
     except KeyboardInterrupt:
         return _interrupted(trainer, run_dir, net, optimizer, committed["epoch"], len(batches), rows, log)
+    except Exception as e:
+        nothing_saved = committed["epoch"] == 0 and plan.run_dir is None
+        if nothing_saved:   # a new run that never finished an epoch: leave no empty run behind
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, NonFiniteLoss):
+            if nothing_saved:
+                raise NonFiniteLoss(f"{e}; no epoch had finished, so nothing was saved (the run directory is "
+                                    "removed): lower `lr` and train again") from None
+            raise NonFiniteLoss(f"{e}; the last good checkpoint is kept (epoch {committed['epoch']}): "
+                                f"lower `lr` and resume, or retrain") from None
+        raise
     curves = [c for c in ("train_loss", "test_loss", "test_mse") if rows and c in rows[-1]]
     images.plot_curves(rows, curves, run_dir / "loss_curve.png",
                        title=f"{cfg.model} on {runs.slug(cfg.train.dataset)}")
