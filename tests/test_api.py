@@ -112,3 +112,8 @@ def test_bad_arguments_name_the_argument(notebook, tmp_path):
         vqgen.train(dataset=str(home / "mnist"), codebok_size=8, out=tmp_path)
     with pytest.raises(UsageError, match="no such run directory"):
         vqgen.load(tmp_path / "nowhere")
+
+
+def test_training_leaves_the_float_mode_of_the_process_as_it_was(notebook):
+    # Training flushes denormal floats for speed; a notebook's own arithmetic afterwards must not be affected.
+    assert (torch.tensor([1e-310], dtype=torch.float64) * 1.0).item() == 1e-310

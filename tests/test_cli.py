@@ -17,13 +17,19 @@ runner = CliRunner()
 
 
 def invoke(*args, cwd=None):
+    """Run the CLI as a user would. Every call in the suite also checks that no traceback and no
+    last-resort error ("set VQGEN_DEBUG=1 ...") reached the user: each failure must be a named one."""
     old = os.getcwd()
     if cwd:
         os.chdir(cwd)
     try:
-        return runner.invoke(app, [str(a) for a in args])
+        r = runner.invoke(app, [str(a) for a in args])
     finally:
         os.chdir(old)
+    if not os.environ.get("VQGEN_DEBUG"):
+        assert "Traceback" not in r.output and "set VQGEN_DEBUG=1" not in r.output, r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
+    return r
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from vqgen.config import check_train_flags
 from vqgen.errors import UsageError
+from vqgen.files import check_output_dir
 from vqgen.settings import at_least, check_arg, positive
 
 if TYPE_CHECKING:
@@ -90,6 +91,10 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
     """
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "seed": seed, **settings}
     check_train_flags({k: v for k, v in flags.items() if k in ("epochs", "batch_size", "lr", "device", "seed")})
+    if dataset is not None:
+        check_train_flags({"dataset": dataset})
+    if out is not None:
+        check_output_dir(Path(out), "out")
     from vqgen import training
 
     return training.train(model, dataset, str(config) if config is not None else None, flags,
@@ -259,6 +264,7 @@ class Model:
 
         check_steps(steps)
         self._require("interpolate")
+        self.module.space(space)   # before any data is loaded
         xa, xb = self.endpoint(a, log), self.endpoint(b, log)
         return generate.morph(self.module, xa, xb, steps, method, space)
 

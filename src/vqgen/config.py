@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vqgen.errors import UsageError
-from vqgen.settings import at_least, build, check_value, field_names, not_empty, one_of, positive, setting, validate
+from vqgen.settings import at_least, build, check_value, field_names, one_of, positive, setting, validate
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("onecycle", "constant")
@@ -29,7 +29,8 @@ LR_SCHEDULES = ("onecycle", "constant")
 
 @dataclass
 class TrainConfig:
-    dataset: str = setting("mnist", "short name, Hub id or local folder", not_empty)
+    dataset: str = setting("mnist", "short name, Hub id or local folder",
+                           lambda v: None if v.strip() else "is empty; give mnist, anime-faces, a Hub id or a folder")
     epochs: int = setting(3, "passes over the training split", at_least(1, 100_000))
     batch_size: int = setting(64, "images per batch", at_least(1, 65_536))
     lr: float = setting(1e-2, "peak learning rate (Adam)", positive(10.0))

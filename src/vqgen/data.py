@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vqgen.decode import DECODE_ERRORS, decode_chunk, image_to_array, mode_channels, open_image
+from vqgen.decode import DECODE_ERRORS, decode_chunk, image_mode, image_to_array, mode_channels, open_image
 from vqgen.errors import DatasetError, DownloadError, RunError, UsageError
 from vqgen.files import remove_stale_temps, slug
 
@@ -183,9 +183,9 @@ def resolve_dataset(name: str) -> DatasetSource:
     """Turn `dataset` into a source, or say clearly why it cannot be one."""
     if not str(name).strip():
         raise UsageError("`dataset` is empty; give mnist, anime-faces, a Hub id or a folder")
-    if name in SHORT_NAMES:
-        return DatasetSource("hub", SHORT_NAMES[name], name)
     path = Path(name).expanduser()
+    if name in SHORT_NAMES and not path.is_dir():   # a folder of that name wins, as in datasets.load_dataset
+        return DatasetSource("hub", SHORT_NAMES[name], name)
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"`dataset` {name}: is a file; give the folder that holds the dataset")
@@ -226,12 +226,9 @@ def probe_shape(src: DatasetSource) -> tuple[int, int]:
     else:
         candidates = _first_hub_items(src, PROBE_TRIES)
     for item in candidates[:PROBE_TRIES]:
-        try:
-            with open_image(item) as im:
-                mode = im.mode
+        mode = image_mode(item)
+        if mode is not None:
             return (28, 1) if mode_channels(mode) == 1 else (96, 3)
-        except DECODE_ERRORS:
-            continue
     raise DatasetError(f"`dataset` {src.source}: none of its first {min(len(candidates), PROBE_TRIES)} images "
                        "can be read; is it a folder of images?")
 
@@ -356,6 +353,8 @@ def _load_hub(src: DatasetSource):
                                  "check the id, or give a local folder") from None
             raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({_short(e)}); "
                                 f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
+        if "corresponds to no data" in str(e):
+            raise DatasetError(f"`dataset` {src.source}: its files hold no rows") from None
         raise DatasetError(f"`dataset` {src.source}: could not read it as a Hub-layout folder ({_short(e)})") from None
 
 

@@ -83,6 +83,17 @@ def open_image(item) -> Image.Image:
     raise TypeError(f"not an image: {type(item).__name__}")
 
 
+def image_mode(item) -> str | None:
+    """The mode of an image, read from its header, or None if it cannot be read (a bomb included)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open_image(item) as im:
+                return im.mode
+    except DECODE_ERRORS:
+        return None
+
+
 def decode(item, size: int, channels: int) -> tuple[np.ndarray | None, bool]:
     """(array, converted) for one image, or (None, False) if it cannot be read.
 

@@ -94,10 +94,6 @@ def each(inner: Check, min_len: int = 1, max_len: int = 16) -> Check:
     return check
 
 
-def not_empty(v: str) -> str | None:
-    return None if v.strip() else "must not be empty"
-
-
 # --------------------------------------------------------------------------- types
 
 

@@ -131,6 +131,21 @@ def evaluate(model, batches) -> dict:
 
 
 @contextmanager
+def denormals_flushed():
+    """Flush denormal floats to zero while training, and give the process its own setting back after.
+
+    Tiny gradients late in training become denormal floats, which CPUs handle many
+    times slower; flushing them keeps later epochs as fast as the first.
+    """
+    was = (torch.tensor([1e-310], dtype=torch.float64) * 1.0).item() == 0.0
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(was)
+
+
+@contextmanager
 def interrupts_deferred():
     """Hold Ctrl-C back until the block ends, so a checkpoint is never cut in half by it."""
     try:
@@ -287,10 +302,15 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
 
     device = resolve_device(cfg.train.device)
     check_fits(spec, cfg.model_config, device)
+    with denormals_flushed():
+        return _run(plan, device, out, name, progress)
+
+
+def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, progress: TrainProgress) -> TrainResult:
+    """Load the data, build the model and the run directory, and train."""
+    cfg, spec = plan.config, plan.spec
+    log = progress.log
     generator = seed_everything(cfg.train.seed)
-    # Tiny gradients late in training become denormal floats, which CPUs handle
-    # many times slower; flushing them to zero keeps later epochs as fast as the first.
-    torch.set_flush_denormal(True)
 
     # Data: decoded once, cached, then kept in memory (on the GPU when training there).
     img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, log)
