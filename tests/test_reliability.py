@@ -318,6 +318,8 @@ def test_an_unusable_cache_folder_is_named(tmp_path, mnist_idx, monkeypatch):
 def test_runs_being_a_file_is_named(tmp_path):
     (tmp_path / "runs").write_text("oops")
     one_clean_line(invoke("interpolate", "4", "9", cwd=tmp_path), 2, "runs is a file, not a folder of runs")
+    one_clean_line(invoke("train", cwd=tmp_path), 2, "--out runs: is a file; give a folder")
+    assert (tmp_path / "runs").read_text() == "oops"
 
 
 # --------------------------------------------------------------------------- nothing lost

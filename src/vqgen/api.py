@@ -93,8 +93,8 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
     check_train_flags({k: v for k, v in flags.items() if k in ("epochs", "batch_size", "lr", "device", "seed")})
     if dataset is not None:
         check_train_flags({"dataset": dataset})
-    if out is not None:
-        check_output_dir(Path(out), "out")
+    if resume is None:
+        check_output_dir(Path(out if out is not None else "runs"), "out")
     from vqgen import training
 
     return training.train(model, dataset, str(config) if config is not None else None, flags,
