@@ -119,7 +119,7 @@ def test_bad_flags(home, args, message):
     ("image_size: 30", "image_size 30 is not divisible by 2**downsample = 4"),
     ("lr: .inf", "lr must be a finite number, not inf"),
     ("hidden: -4", "hidden must be at least 1"),
-    ("decay: 2", "decay must be from 0.0 to 1.0"),
+    ("decay: 2", "decay must be from 0 to 1, not 2"),
     ("epochs: [1, 2]", "epochs should be a whole number"),
     ("ema: maybe", "ema should be true or false"),
     ("learning_rate: 0.1", "unknown setting 'learning_rate'"),

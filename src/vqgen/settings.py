@@ -34,6 +34,13 @@ def setting(default: Any, doc: str = "", check: Check | None = None) -> Any:
 # --------------------------------------------------------------------------- checks
 
 
+def _fmt(v) -> str:
+    """A number as people write it: 65,536 and 0.5 and 1000 (not 1000.0)."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        v = int(v)
+    return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+
 def _not_finite(v) -> str | None:
     if isinstance(v, float) and not math.isfinite(v):
         return f"must be a finite number, not {v}"
@@ -45,9 +52,9 @@ def at_least(lo: float, hi: float | None = None) -> Check:
         if _not_finite(v):
             return _not_finite(v)
         if not v >= lo:
-            return f"must be at least {lo}, not {v}"
+            return f"must be at least {_fmt(lo)}, not {_fmt(v)}"
         if hi is not None and not v <= hi:
-            return f"must be at most {hi:,}, not {v:,}"
+            return f"must be at most {_fmt(hi)}, not {_fmt(v)}"
         return None
     return check
 
@@ -57,7 +64,7 @@ def between(lo: float, hi: float) -> Check:
         if _not_finite(v):
             return _not_finite(v)
         if not lo <= v <= hi:
-            return f"must be from {lo} to {hi}, not {v}"
+            return f"must be from {_fmt(lo)} to {_fmt(hi)}, not {_fmt(v)}"
         return None
     return check
 
@@ -67,9 +74,9 @@ def positive(hi: float | None = None) -> Check:
         if _not_finite(v):
             return _not_finite(v)
         if not v > 0:
-            return f"must be positive, not {v}"
+            return f"must be positive, not {_fmt(v)}"
         if hi is not None and not v <= hi:
-            return f"must be at most {hi}, not {v}"
+            return f"must be at most {_fmt(hi)}, not {_fmt(v)}"
         return None
     return check
 
