@@ -99,3 +99,23 @@ def face_folder(tmp_path) -> Path:
         im.save(folder / f"face_{i:02d}.png")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not really a png")
     return folder
+
+
+def labelled_grid(path, cols: int, rows: int, tile: int, *, left: bool, top: bool):
+    """Check a labelled picture: `rows` x `cols` tiles of `tile` px (2 px apart), a left margin of row
+    labels and a top band (title or column labels) exactly where asked, each holding text. Returns the
+    pixels of the tiles alone."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(path).convert("L")).astype(int)
+    h, w = img.shape
+    tiles_w, tiles_h = cols * (tile + 2) + 2, rows * (tile + 2) + 2
+    margin_left, margin_top = w - tiles_w, h - tiles_h
+    assert (margin_left > 0) == left and (margin_top > 0) == top, (w, h, tiles_w, tiles_h)
+    if left:
+        assert (img[margin_top:, :margin_left - 4] < 128).sum() > 20, "the left margin holds no text"
+    if top:
+        assert (img[:margin_top - 2, :] < 128).sum() > 10, "the top band holds no text"
+    tiles = img[margin_top:, margin_left:]
+    assert (tiles[:, :2] == 255).all() and (tiles[:2, :] == 255).all(), "tiles are not where they should be"
+    return tiles

@@ -4,7 +4,7 @@ import json
 
 from PIL import Image
 
-from conftest import TINY_VQVAE, real_data
+from conftest import TINY_VQVAE, labelled_grid, real_data
 from test_cli import invoke
 
 
@@ -37,6 +37,6 @@ def test_tiny_vae_on_real_anime_faces(tmp_path):
     assert r.exit_code == 0, r.output
     assert "Converted" in r.stderr
     run = tmp_path / "runs" / "vae-anime-faces-hub"
-    assert Image.open(run / "recon_epoch_001.png").size[0] == 8 * 98 + 2
+    labelled_grid(run / "recon_epoch_001.png", 8, 2, 96, left=True, top=True)
     r = invoke("sample", "--n", 4, "--sampler", "mix", cwd=tmp_path)
     assert r.exit_code == 0, r.output

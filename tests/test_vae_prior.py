@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_VQVAE, digit_image, make_mnist_idx
+from conftest import TINY_VQVAE, digit_image, labelled_grid, make_mnist_idx
 from test_cli import invoke
 
 TINY_VAE = "epochs: 2\nbatch_size: 16\nlr: 0.003\nhidden_dims: [8, 16]\nlatent_dim: 4\n"
@@ -40,8 +40,8 @@ def test_prior_run_records_its_vqvae(home):
     assert info["config"]["model_config"]["num_classes"] == 10
     assert info["config"]["model_config"]["grid"] == 7
     assert info["metrics"]["test_bits_per_code"] > 0
-    # Ten rows of ten samples, one row per digit.
-    assert Image.open(run / "samples_epoch_001.png").size == (10 * 114 + 2, 10 * 114 + 2)
+    # Ten rows of ten samples, one row per digit, each row labelled with its digit.
+    labelled_grid(run / "samples_epoch_001.png", 10, 10, 112, left=True, top=True)
 
 
 def test_sample_from_the_vqvae_finds_its_prior(home, tmp_path):
@@ -178,8 +178,8 @@ def test_unconditional_prior_on_unlabelled_images(tmp_path):
     run = tmp_path / "runs" / "prior-digits"
     info = json.loads(invoke("info", run, "--json").stdout)
     assert info["config"]["model_config"]["num_classes"] == 0
-    # An unconditional prior's picture is an 8x8 grid.
-    assert Image.open(run / "samples_epoch_001.png").size == (8 * 114 + 2, 8 * 114 + 2)
+    # An unconditional prior's picture is an 8x8 grid, with no class to label its rows.
+    labelled_grid(run / "samples_epoch_001.png", 8, 8, 112, left=False, top=True)
     r = invoke("sample", "--n", 4, "--out", tmp_path / "s.png", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert Image.open(tmp_path / "s.png").size == (2 * 114 + 2, 2 * 114 + 2)

@@ -1,7 +1,9 @@
-"""Pictures out: PNG grids and strips (torchvision), GIFs (imageio), loss curves.
+"""Pictures out: PNG grids and strips (torchvision), labelled where a grid needs words, and GIFs (imageio).
 
 Small images are scaled up by whole factors (nearest neighbour) so a 28x28
 digit is big enough to see; `--frames` files stay at the model's resolution.
+Labels (which row is the original, which epoch, which digit) are drawn with
+Pillow's built-in font, so they never depend on a font the system may lack.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
 from vqgen.files import writing
 
 MIN_TILE = 96   # smaller images are scaled up by a whole factor to about this size
+PADDING = 2     # white pixels between tiles
+GAP = 8         # between a label and the tiles
 
 
 def upscale_factor(size: int) -> int:
@@ -36,7 +40,7 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return arr[..., 0] if arr.shape[-1] == 1 else arr
 
 
-def grid_image(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+def grid_image(images: torch.Tensor, nrow: int, padding: int = PADDING, pad_value: float = 1.0) -> torch.Tensor:
     """Tiles (N, C, H, W) into one (C, H', W') image, scaled up when small."""
     return make_grid(upscale(images.detach().cpu().float()), nrow=nrow, padding=padding, pad_value=pad_value)
 
@@ -46,22 +50,63 @@ def to_pil(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(to_uint8(image.unsqueeze(0))[0])
 
 
-def save_png(image: torch.Tensor, path: Path) -> Path:
-    """Write a (C, H, W) image in [0, 1] as PNG."""
+def font_for(tile: int) -> ImageFont.FreeTypeFont:
+    """Pillow's built-in font, sized to the tiles it labels."""
+    return ImageFont.load_default(size=max(12, min(20, tile // 7)))
+
+
+def labelled(grid: Image.Image, tile: int, *, row_labels: list[str] | None = None,
+             col_labels: list[str] | None = None, title: str | None = None) -> Image.Image:
+    """A grid of `tile`-pixel tiles with row labels in a left margin, and column labels and a title above."""
+    if not (row_labels or col_labels or title):
+        return grid
+    font = font_for(tile)
+    line = font.getbbox("Ag")[3] + 4
+
+    def width(text: str) -> int:
+        box = font.getbbox(text)
+        return box[2] - box[0]
+
+    left = max(width(t) for t in row_labels) + 2 * GAP if row_labels else 0
+    top = (line + GAP if title else 0) + (line + 2 if col_labels else 0)
+    white, ink = (255, 40) if grid.mode == "L" else ((255, 255, 255), (40, 40, 40))
+    canvas = Image.new(grid.mode, (grid.width + left, grid.height + top), white)
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    if title:
+        draw.text((left + PADDING, GAP // 2), title, font=font, fill=ink)
+    for c, text in enumerate(col_labels or []):
+        draw.text((left + PADDING + c * (tile + PADDING) + tile // 2, top - 2), text, font=font, fill=ink, anchor="md")
+    for r, text in enumerate(row_labels or []):
+        draw.text((left - GAP, top + PADDING + r * (tile + PADDING) + tile // 2), text, font=font, fill=ink,
+                  anchor="rm")
+    return canvas
+
+
+def render_grid(images: torch.Tensor, nrow: int, *, row_labels: list[str] | None = None,
+                col_labels: list[str] | None = None, title: str | None = None) -> Image.Image:
+    """Images (N, C, H, W) in [0, 1] as one labelled PIL grid."""
+    tile = images.shape[-1] * upscale_factor(images.shape[-1])
+    return labelled(to_pil(grid_image(images, nrow)), tile, row_labels=row_labels, col_labels=col_labels,
+                    title=title)
+
+
+def save_image(image: Image.Image, path: Path) -> Path:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        to_pil(image).save(path)
+        image.save(path)
     return path
 
 
-def save_grid(images: torch.Tensor, path: Path, nrow: int) -> Path:
-    return save_png(grid_image(images, nrow), path)
+def save_png(image: torch.Tensor, path: Path) -> Path:
+    """Write a (C, H, W) image in [0, 1] as PNG."""
+    return save_image(to_pil(image), path)
 
 
-def save_picture(picture, path: Path) -> Path:
-    """A model's per-epoch `Picture`: its images tiled in rows."""
-    return save_grid(picture.images, path, nrow=picture.nrow)
+def save_grid(images: torch.Tensor, path: Path, nrow: int, **labels) -> Path:
+    """Images as a grid PNG; `row_labels`, `col_labels` and `title` label it."""
+    return save_image(render_grid(images, nrow, **labels), path)
 
 
 def save_frames(images: torch.Tensor, folder: Path, prefix: str = "frame") -> list[Path]:
@@ -96,50 +141,4 @@ def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = 
         path.parent.mkdir(parents=True, exist_ok=True)
         # Pillow takes a list of durations only for two frames or more.
         iio.imwrite(path, arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
-    return path
-
-
-def plot_curves(rows: list[dict], columns: list[str], path: Path, title: str = "") -> Path | None:
-    """A small line plot of metrics per epoch (no plotting library needed)."""
-    series = {c: [(r["epoch"], r[c]) for r in rows if isinstance(r.get(c), (int, float))] for c in columns}
-    series = {c: s for c, s in series.items() if s}
-    if not series:
-        return None
-    w, h, left, right, top, bottom = 640, 400, 70, 20, 40, 50
-    img = Image.new("RGB", (w, h), "white")
-    d = ImageDraw.Draw(img)
-    xs = [x for s in series.values() for x, _ in s]
-    ys = [y for s in series.values() for _, y in s if math.isfinite(y)]
-    x0, x1 = min(xs), max(xs)
-    if x1 == x0:  # one epoch: its points in the middle, not on the frame
-        x0, x1 = x0 - 1, x1 + 1
-    positive = all(y > 0 for y in ys)
-    f = (lambda v: math.log10(v)) if positive else (lambda v: v)
-    y0, y1 = f(min(ys)), f(max(ys))
-    if y1 == y0:
-        y0, y1 = y0 - 1, y1 + 1
-    px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)  # noqa: E731
-    py = lambda y: top + (1 - (f(y) - y0) / (y1 - y0)) * (h - top - bottom)  # noqa: E731
-    d.rectangle([left, top, w - right, h - bottom], outline="black")
-    for i in range(5):
-        v = y0 + (y1 - y0) * i / 4
-        label = 10 ** v if positive else v
-        y = top + (1 - i / 4) * (h - top - bottom)
-        d.line([left - 4, y, left, y], fill="black")
-        d.text((4, y - 6), f"{label:.3g}", fill="black")
-    for e in sorted(set(xs)):
-        d.text((px(e) - 3, h - bottom + 6), str(e), fill="black")
-    d.text((w // 2 - 20, h - 20), "epoch", fill="black")
-    d.text((left, 12), title + (" (log scale)" if positive else ""), fill="black")
-    colors = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"]
-    for i, (name, pts) in enumerate(series.items()):
-        c = colors[i % len(colors)]
-        coords = [(px(x), py(y)) for x, y in pts if math.isfinite(y)]
-        if len(coords) > 1:
-            d.line(coords, fill=c, width=2)
-        for x, y in coords:
-            d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=c)
-        d.text((w - right - 150, top + 8 + 14 * i), name, fill=c)
-    path = Path(path)
-    img.save(path)
     return path

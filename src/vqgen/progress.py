@@ -1,38 +1,65 @@
 """Training progress for people: rich bars on a terminal, plain lines elsewhere.
 
-One bar for epochs and one for the batches of the current epoch, with the live
-loss terms, codebook figures, images per second and time left. When output is
-not a terminal (a log file, CI), one line per epoch instead.
+On a terminal, three lines that fit 80 columns:
+
+    ⠙ epoch 2/3  ━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━━  1/3  0:00:41 • 0:00:31
+      batches    ━━━━━━━━━━━━━━━━━━╸━━━━━━━━━━━━━━━━━━━━━  412/938  0:00:16 • 0:00:21
+      loss 0.0104  mse 0.00948  vq 0.000408  usage 100%  ppl 431  2,310 img/s
+
+The epoch bar moves with every logged step, so its time left is known from the
+first seconds. The live figures wrap onto more lines on a narrow terminal
+rather than being cut. When output is not a terminal (a log file, CI), one
+line per epoch instead; `quiet` prints nothing.
 """
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.console import Console, Group
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
+
+SHORT = {"perplexity": "ppl", "bits_per_code": "bits/code", "psnr": "PSNR"}
+HIDDEN = ("lr", "img_per_s", "seconds")
+
+
+def format_value(key: str, v) -> str:
+    if not isinstance(v, float):
+        return str(v)
+    if key.endswith("usage"):
+        return f"{v:.0%}"
+    if key.endswith(("img_per_s", "perplexity")):
+        return f"{v:,.0f}"
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 
 def format_logs(logs: dict, keys: list[str] | None = None) -> str:
-    parts = []
-    for k, v in logs.items():
-        if keys is not None and k not in keys:
-            continue
-        if isinstance(v, float):
-            parts.append(f"{k} {v:.4g}" if abs(v) < 1e4 else f"{k} {v:.0f}")
-        else:
-            parts.append(f"{k} {v}")
+    """Figures as 'loss 0.0104  mse 0.00948  usage 100%  ppl 431'."""
+    parts = [f"{SHORT.get(k, k)} {format_value(k, v)}" for k, v in logs.items()
+             if (keys is None or k in keys) and k not in HIDDEN]
     return "  ".join(parts)
+
+
+class _Bars(Progress):
+    """The two bars, then the live figures on a line of their own."""
+
+    info: str = ""
+
+    def get_renderables(self):
+        yield Group(self.make_tasks_table(self.tasks), Text(self.info, style="dim", overflow="fold"))
 
 
 class TrainProgress:
     """What the trainer reports to; knows nothing of models."""
 
-    def __init__(self, console: Console | None = None, live: bool | None = None):
+    def __init__(self, console: Console | None = None, live: bool | None = None, quiet: bool = False):
         self.console = console or Console(stderr=True, soft_wrap=True)
-        self.live = self.console.is_terminal if live is None else live
-        self.progress: Progress | None = None
+        self.quiet = quiet
+        self.live = (self.console.is_terminal if live is None else live) and not quiet
+        self.progress: _Bars | None = None
 
     def log(self, text: str) -> None:
+        if self.quiet:
+            return
         if self.progress is not None:
             self.progress.console.print(text, highlight=False)
         else:
@@ -42,35 +69,40 @@ class TrainProgress:
         self.epochs, self.batches = epochs, batches
         if not self.live:
             return
-        self.progress = Progress(SpinnerColumn(), TextColumn("[progress.description]{task.description}"),
-                                 BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                 TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                 console=self.console, transient=False)
+        self.progress = _Bars(SpinnerColumn(), TextColumn("{task.description}", style="bold"),
+                              BarColumn(bar_width=None), TextColumn("{task.fields[count]}"),
+                              TimeElapsedColumn(), TextColumn("•"), TimeRemainingColumn(),
+                              console=self.console, transient=False, expand=True)
         self.progress.start()
-        self.epoch_task = self.progress.add_task("epochs", total=epochs, completed=start_epoch, info="")
-        self.batch_task = self.progress.add_task("batches", total=batches, info="")
+        self.epoch_task = self.progress.add_task(f"epoch {start_epoch + 1}/{epochs}", total=epochs,
+                                                 completed=start_epoch, count=f"{start_epoch}/{epochs}")
+        self.batch_task = self.progress.add_task("  batches", total=batches, count="")
 
     def start_epoch(self, epoch: int, done: int = 0) -> None:
         if self.progress:
+            self.epoch_now = epoch
+            self.progress.update(self.epoch_task, description=f"epoch {epoch}/{self.epochs}")
             self.progress.reset(self.batch_task, total=self.batches, completed=done,
-                                description=f"epoch {epoch}/{self.epochs}", info="")
+                                count=f"{done}/{self.batches}")
 
-    def batch(self, step: int, logs: dict | None = None, extra: dict | None = None) -> None:
+    def batch(self, step: int, logs: dict | None = None) -> None:
         if not self.progress:
             return
-        if logs is None:
-            self.progress.update(self.batch_task, completed=step)
-            return
-        shown = {k: v for k, v in logs.items() if k not in ("lr", "img_per_s")}
-        info = f"{format_logs({**shown, **(extra or {})})}  {logs.get('img_per_s', 0):.0f} img/s"
-        self.progress.update(self.batch_task, completed=step, info=info)
+        self.progress.update(self.batch_task, completed=step, count=f"{step}/{self.batches}")
+        if logs is not None:   # every logged step: the figures, and the epoch bar's fraction (for its ETA)
+            self.progress.update(self.epoch_task, completed=self.epoch_now - 1 + step / self.batches)
+            self.progress.info = f"  {format_logs(logs)}  {logs.get('img_per_s', 0):,.0f} img/s"
 
     def end_epoch(self, epoch: int, logs: dict) -> None:
         if self.progress:
-            self.progress.update(self.epoch_task, completed=epoch)
-        self.log(f"epoch {epoch}/{self.epochs}  {format_logs(logs)}")
+            self.progress.update(self.epoch_task, completed=epoch, count=f"{epoch}/{self.epochs}")
+        train = {k: v for k, v in logs.items() if not k.startswith("test_")}
+        test = {k[5:]: v for k, v in logs.items() if k.startswith("test_")}
+        self.log(f"epoch {epoch}/{self.epochs}  {format_logs(train)}"
+                 + (f"  | held out: {format_logs(test)}" if test else ""))
 
     def stop(self) -> None:
         if self.progress:
+            self.progress.info = ""
             self.progress.stop()
             self.progress = None

@@ -49,6 +49,7 @@ INTERRUPTED = "interrupted.pt"
 METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 LATENTS = "latents.safetensors"
+CURVES = "loss_curve.png"          # the run's figures, one panel per kind (plots.py)
 PICTURE_KINDS = ("recon", "samples")   # per-epoch pictures: <kind>_epoch_NNN.png
 
 

@@ -106,8 +106,8 @@ class Trainer:
                 if not math.isfinite(logs["loss"]):
                     raise NonFiniteLoss(f"the loss became {logs['loss']} in epoch {self.epoch + 1}")
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.step_logs = {**logs, "lr": lr, "img_per_s": images / max(now - t0, 1e-9)}
-                self.progress.batch(self.step, self.step_logs, core.epoch_metrics())
+                self.step_logs = {**logs, **core.epoch_metrics(), "lr": lr, "img_per_s": images / max(now - t0, 1e-9)}
+                self.progress.batch(self.step, self.step_logs)
                 self.trigger_callbacks("on_log")
             else:
                 self.progress.batch(self.step)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from vqgen import data as D
-from vqgen import images, models, runs
+from vqgen import images, models, plots, runs
 from vqgen.config import RunConfig, TrainConfig, check_train_flags, read_yaml, resolve_config, split_settings
 from vqgen.errors import DatasetError, NonFiniteLoss, UsageError
 from vqgen.files import remove_stale_temps
@@ -40,6 +40,7 @@ from vqgen.metrics import RunningMean, psnr
 from vqgen.progress import TrainProgress
 from vqgen.settings import field_names
 from vqgen.trainer import Trainer
+from vqgen.tracking import STEPS, RunLog, read_steps
 
 SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")   # held-out figures shown after each epoch
 APPLIED_ON_RESUME = ("epochs", "device")                # the settings a resumed run takes from flags
@@ -381,9 +382,12 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
                "img_per_s": tr.epoch_logs["img_per_s"], "seconds": tr.epoch_logs["seconds"]}
         ctx = models.PictureContext(originals, img.class_names, plan.parent.model if plan.parent else None,
                                     torch.Generator().manual_seed(0))
+        pictures = {}
         with torch.no_grad():
             for pic in spec.pictures(net, ctx):
-                images.save_picture(pic, runs.picture_path(run_dir, pic.name, tr.epoch))
+                pictures[pic.name] = images.render_grid(pic.images, pic.nrow, row_labels=pic.row_labels,
+                                                        col_labels=pic.col_labels, title=f"epoch {tr.epoch}")
+                images.save_image(pictures[pic.name], runs.picture_path(run_dir, pic.name, tr.epoch))
         if spec.keeps_latents and tr.epoch == tr.epochs:
             net.eval()
             runs.save_latents(run_dir, D.map_batches(net.encode, train_x, device=device))
@@ -395,6 +399,7 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
                               resume_state, rows + [row])
             rows.append(row)
             committed["epoch"] = tr.epoch
+        run_log.epoch(tr.global_step, test_logs, pictures)
         tr.epoch_logs = {**{k: v for k, v in tr.epoch_logs.items() if k != "seconds"},
                          **{f"test_{k}": v for k, v in test_logs.items() if k in SHOWN_TEST}}
 
@@ -402,6 +407,9 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
                       start_step=start_step, running=running, scheduler=scheduler,
                       grad_clip=cfg.train.grad_clip, progress=progress)
     trainer.add_callback("on_epoch_end", on_epoch_end)
+    run_log = RunLog(run_dir, start_epoch * len(batches) + start_step, log)
+    trainer.add_callback("on_log", lambda tr: run_log.step(tr.global_step, tr.epoch + tr.step / len(batches),
+                                                           tr.step_logs))
     try:
         trainer.run()
     except KeyboardInterrupt:
@@ -417,9 +425,11 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
             raise NonFiniteLoss(f"{e}; the last good checkpoint is kept (epoch {committed['epoch']}): "
                                 f"lower `lr` and resume, or retrain") from None
         raise
-    curves = [c for c in ("train_loss", "test_loss", "test_mse") if rows and c in rows[-1]]
-    images.plot_curves(rows, curves, run_dir / "loss_curve.png",
-                       title=f"{cfg.model} on {runs.slug(cfg.train.dataset)}")
+    finally:
+        run_log.close()
+    plots.save(plots.curves_figure([(run_dir.name, read_steps(run_dir / STEPS), rows)],
+                                   title=f"{spec.display_name} on {cfg.train.dataset}  ({run_dir.name})"),
+               run_dir / runs.CURVES)
     return TrainResult(run_dir, rows[-1] if rows else {})
 
 

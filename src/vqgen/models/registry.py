@@ -53,6 +53,7 @@ class Picture:
     images: torch.Tensor                   # (N, C, H, W)
     nrow: int                              # images per row
     row_labels: list[str] | None = None    # one per row, drawn in a margin on the left
+    col_labels: list[str] | None = None    # one per column, drawn above
 
 
 @dataclass

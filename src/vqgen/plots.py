@@ -1,0 +1,194 @@
+"""Plots of a run's figures, with matplotlib (its Agg canvas: no display and no global pyplot state).
+
+One panel per kind of figure: the loss terms, the reconstruction error (MSE,
+with PSNR on the right-hand axis), codebook use (usage and perplexity), the KL
+term, bits per code, and the learning rate. Training figures logged every few
+steps are lines; held-out figures after each epoch are points over them.
+`vqgen compare` draws several runs in the same panels, one colour each.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
+
+from vqgen.files import writing
+
+# (panel label, metrics drawn in it, log scale)
+PANELS = [
+    ("loss", ("loss", "recon", "vq"), True),
+    ("reconstruction MSE", ("mse",), True),
+    ("codebook usage", ("usage",), False),
+    ("KL divergence", ("kl",), True),
+    ("bits per code", ("bits_per_code",), False),
+    ("learning rate", ("lr",), False),
+]
+COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
+    return (np.array([p[0] for p in pts], dtype=float), np.array([p[1] for p in pts], dtype=float)) if pts \
+        else (np.zeros(0), np.zeros(0))
+
+
+def _panels(runs: list[tuple[str, list[dict], list[dict]]]) -> list[tuple[str, tuple[str, ...], bool]]:
+    """The panels any of the runs has data for."""
+    def has(key):
+        return any(_series(steps, key)[0].size or _series(epochs, f"test_{key}")[0].size
+                   or _series(epochs, f"train_{key}")[0].size for _, steps, epochs in runs)
+    return [p for p in PANELS if any(has(k) for k in p[1])]
+
+
+def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
+    lines = 0
+    for r, (name, steps, epochs) in enumerate(runs):
+        for k, key in enumerate(keys):
+            colour = COLOURS[(r if many else k) % len(COLOURS)]
+            who = f"{name}: " if many else ""
+            x, y = _series(steps, key)
+            if not x.size:   # no per-step log (a run of vqgen 0.2): the per-epoch training figure
+                x, y = _series(epochs, f"train_{key}")
+            if x.size:
+                ax.plot(x, y, color=colour, lw=1.2, alpha=0.85, marker="" if len(x) > 3 else "o", ms=3,
+                        label=f"{who}{key} (train)" if not many or k == 0 else None)
+                lines += 1
+            x, y = _series(epochs, f"test_{key}")
+            if x.size:
+                ax.plot(x, y, "o", color=colour, ms=6, mec="black", mew=0.6,
+                        label=f"{who}{key} (held out, per epoch)" if not many or k == 0 else None)
+                lines += 1
+    values = [v for line in ax.get_lines() for v in line.get_ydata()]
+    # A log scale only where the values span more than a decade: a narrow one has unreadable ticks.
+    if log and values and min(values) > 0 and max(values) / min(values) > 20:
+        ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+
+
+def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "") -> Figure:
+    """Panels of the runs' figures: (name, per-step rows of steps.csv, per-epoch rows of metrics.csv) each."""
+    panels = _panels(runs) or PANELS[:1]
+    many = len(runs) > 1
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.6 * cols, 3.4 * rows + 0.6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).flatten()
+    for ax, (label, keys, log) in zip(axes, panels):
+        _draw(ax, runs, keys, log, many)
+        ax.set_ylabel(label)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=max(_epochs(runs)) >= 2))
+        if keys == ("usage",):
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_ylim(0, 1.05)
+            _perplexity_axis(ax, runs, many)
+        if keys == ("mse",):
+            psnr_axis = ax.secondary_yaxis("right", functions=(_psnr, _mse))
+            psnr_axis.set_ylabel("PSNR (dB)")
+            psnr_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
+        if ax.get_legend_handles_labels()[0] and not many:
+            ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, fontsize=8, frameon=False)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    if many:
+        handles = [axes[0].plot([], [], color=COLOURS[i % len(COLOURS)], lw=2)[0] for i in range(len(runs))]
+        fig.legend(handles, [name for name, _, _ in runs], loc="outside upper center", ncol=min(4, len(runs)),
+                   fontsize=9, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _epochs(runs) -> list[float]:
+    return [max([r["epoch"] for r in epochs] or [1]) for _, _, epochs in runs] or [1]
+
+
+def _psnr(mse):
+    return -10 * np.log10(np.clip(mse, 1e-12, None))
+
+
+def _mse(psnr):
+    return 10 ** (-np.asarray(psnr) / 10)
+
+
+def _perplexity_axis(ax, runs, many: bool) -> None:
+    right = ax.twinx()
+    _draw(right, runs, ("perplexity",), False, many)
+    for line in right.get_lines():
+        line.set_linestyle("--")
+        if not many:
+            line.set_color("#555555")
+    right.set_ylabel("perplexity (dashed)")
+    right.set_ylim(bottom=0)
+
+
+def save(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, facecolor="white")
+    return path
+
+
+def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None,
+                      explained: tuple[float, float], title: str, usage: np.ndarray | None = None,
+                      examples: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Figure:
+    """A scatter of 2-D latents coloured by class; for a model with codes, codebook use and example code grids."""
+    extra = usage is not None
+    fig = Figure(figsize=(13 if extra else 7, 6), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 3 if extra else 1, width_ratios=[2.2, 1, 1] if extra else [1])
+    ax = fig.add_subplot(grid[:, 0])
+    if labels is not None and class_names:
+        for k, name in enumerate(class_names):
+            mask = labels == k
+            if mask.any():
+                ax.scatter(coords[mask, 0], coords[mask, 1], s=6, alpha=0.6, color=_class_colour(k),
+                           label=str(name), rasterized=True)
+        ax.legend(title="class", loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2.5,
+                  frameon=False)
+    else:
+        ax.scatter(coords[:, 0], coords[:, 1], s=6, alpha=0.5, color=COLOURS[0], rasterized=True)
+    ax.set_xlabel(f"principal component 1 ({explained[0]:.0%} of the variance)")
+    ax.set_ylabel(f"principal component 2 ({explained[1]:.0%})")
+    ax.set_title("held-out latents, 2-D (PCA)")
+    ax.grid(alpha=0.3)
+    if extra:
+        side = math.ceil(math.sqrt(len(usage)))
+        padded = np.full(side * side, np.nan)
+        padded[: len(usage)] = usage
+        hax = fig.add_subplot(grid[0, 1:])
+        im = hax.imshow(padded.reshape(side, side), cmap="viridis", interpolation="nearest")
+        hax.set_title(f"codebook use on held-out images ({(usage > 0).mean():.0%} of {len(usage)} codes used)")
+        hax.set_xticks([])
+        hax.set_yticks([])
+        fig.colorbar(im, ax=hax, label="times used", shrink=0.8)
+        for i, (image, codes) in enumerate((examples or [])[:2]):
+            sub = grid[1, 1 + i].subgridspec(1, 2)
+            iax, cax = fig.add_subplot(sub[0]), fig.add_subplot(sub[1])
+            iax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
+            cax.imshow(codes, cmap="tab20", interpolation="nearest")
+            for (y, x), c in np.ndenumerate(codes):
+                if codes.shape[0] <= 8:
+                    cax.text(x, y, str(c), ha="center", va="center", fontsize=6)
+            iax.set_title("test image", fontsize=9)
+            cax.set_title("its codes", fontsize=9)
+            for a in (iax, cax):
+                a.set_xticks([])
+                a.set_yticks([])
+    fig.suptitle(title, fontsize=12)
+    return fig
+
+
+def _class_colour(k: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab10" if k < 10 else "tab20"](k % 20)
