@@ -151,7 +151,7 @@ def test_reconstruct_grid_and_folder(trained, tmp_path):
     r = invoke("reconstruct", "--n", 4, cwd=home)
     assert r.exit_code == 0, r.output
     assert "PSNR" in r.stderr
-    assert Image.open(run / "reconstruction_n4.png").size == (4 * 114 + 2, 2 * 114 + 2)
+    labelled_grid(run / "reconstruction_n4.png", 4, 2, 112, left=True, top=False)   # rows say which is which
     folder = tmp_path / "in"
     folder.mkdir()
     for i in range(3):

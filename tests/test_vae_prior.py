@@ -49,7 +49,8 @@ def test_sample_from_the_vqvae_finds_its_prior(home, tmp_path):
                cwd=home)
     assert r.exit_code == 0, r.output
     assert "Using prior runs/prior-mnist" in r.stderr
-    assert Image.open(tmp_path / "s.png").size == (4 * 114 + 2, 4 * 114 + 2)
+    # Every class in turn: one column per digit, labelled with it (16 samples fill 10 + 6 columns).
+    labelled_grid(tmp_path / "s.png", 10, 2, 112, left=False, top=True)
     frames = sorted((tmp_path / "f").glob("sample_*.png"))
     assert len(frames) == 16 and Image.open(frames[0]).size == (28, 28)
 

@@ -292,6 +292,15 @@ class Model:
         return generate.sample(self._sampler, n, label=label, generator=generator, **options)
 
     @property
+    def sample_classes(self) -> list[str] | None:
+        """The classes `sample` draws in turn when no class is asked for (None: it does not sample by class)."""
+        from vqgen import generate
+
+        if self._sampler is None:
+            self._sampler = generate.find_sampler(self.checkpoint)
+        return self._sampler.class_names if getattr(self._sampler.checkpoint.model, "conditional", False) else None
+
+    @property
     def sampler_run(self) -> Path:
         """The run that draws this model's samples (itself, or the prior of a VQ-VAE)."""
         from vqgen import generate

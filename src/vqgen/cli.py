@@ -35,11 +35,44 @@ app = typer.Typer(
 )
 stdout = Console()
 err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
+quiet = {"on": False}
 
 
 def say(text: str) -> None:
-    """Status lines go to stderr, so stdout stays clean for --json and paths."""
-    err.print(text, highlight=False)
+    """Status lines go to stderr, so stdout stays clean for --json and paths; --quiet drops them."""
+    if not quiet["on"]:
+        err.print(text, highlight=False)
+
+
+def _flags_shown_bare() -> None:
+    """Typer 0.29 shows a boolean flag as `--json <bool>`, as if it took a value, and a required argument
+    as `{A}` in the usage line; show them as `--json` and `A`, as most command lines do."""
+    try:
+        from typer.core import TyperArgument, TyperOption
+
+        shown = TyperOption.display_type_rich
+        usage = TyperArgument._usage_display_name
+
+        def display(self, ctx):
+            return None if self.is_flag else shown(self, ctx)
+
+        def usage_name(self):
+            name = usage(self)
+            return name[1:-1] if name.startswith("{") and name.endswith("}") else name
+
+        TyperOption.display_type_rich = display
+        TyperArgument._usage_display_name = usage_name
+    except (ImportError, AttributeError):   # another Typer: its own way is fine
+        pass
+
+
+_flags_shown_bare()
+QUIET = typer.Option(False, "--quiet", "-q", help="Print only what was written (the path or JSON) and errors.")
+RUN = typer.Option(None, "--run", "-r", show_default="the latest run that can", help="Run directory or .safetensors file.")
+A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
+B = typer.Argument(..., metavar="B", help="End: same forms as the start.")
+SPACE = typer.Option(None, "--space", show_default="pre", help="VQ-VAE: interpolate before quantisation (pre) or after (post).")
+METHOD = typer.Option("lerp", "--method", help="lerp or slerp.")
 
 
 def flags_of(fn) -> dict[str, str]:
@@ -98,6 +131,10 @@ def finish(report) -> None:
     print(report.path)
 
 
+def table(title: str | None = None, **kw) -> Table:
+    return Table(title=title, title_justify="left", header_style="bold", pad_edge=False, box=None, **kw)
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -105,25 +142,38 @@ def finish(report) -> None:
              "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6")
 @handle_errors
 def train(
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="vqvae (default), vae, or prior (a sampler for a VQ-VAE run)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="mnist, anime-faces, a Hub id (owner/name), or a local folder. Default: mnist."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", show_default="vqvae",
+                                        help="vqvae, vae, or prior (a sampler for a VQ-VAE run)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", show_default="mnist",
+                                          help="mnist, anime-faces, a Hub id (owner/name), or a local folder."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings; flags override it."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (default: 3 for vqvae, 20 for vae, 1 for prior)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per batch."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or mps."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed: same seed, same run on a CPU."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder that holds the run directories (default: runs)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default: MODEL-DATASET, then -2, -3, ...)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", show_default="3; vae 20; prior 1",
+                                         help="Epochs in total."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", show_default="64; prior 16",
+                                             help="Images per batch."),
+    lr: Optional[float] = typer.Option(None, "--lr", show_default="0.01; vae 0.001; prior 0.02",
+                                       help="Peak learning rate."),
+    device: Optional[str] = typer.Option(None, "--device", show_default="auto",
+                                         help="auto (a GPU if there is one), cpu, cuda or mps."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default="0",
+                                       help="Random seed: same seed, same run on a CPU."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs",
+                                       help="Folder that holds the run directories."),
+    name: Optional[str] = typer.Option(None, "--name", show_default="MODEL-DATASET, then -2, -3, ...",
+                                       help="Run directory name."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory until --epochs are done."),
-    run: Optional[Path] = typer.Option(None, "--run", help="For --model prior: the VQ-VAE run to learn codes of (default: latest)."),
+    run: Optional[Path] = typer.Option(None, "--run", show_default="the latest VQ-VAE run",
+                                       help="For --model prior: the VQ-VAE run to learn the codes of."),
+    quiet_flag: bool = QUIET,
 ) -> None:
     """Train a model; writes a run directory with weights, metrics and pictures."""
     from vqgen import api
     from vqgen.progress import TrainProgress
 
+    quiet["on"] = quiet_flag
     result = api.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                       seed=seed, out=out, name=name, resume=resume, run=run, progress=TrainProgress(console=err))
+                       seed=seed, out=out, name=name, resume=resume, run=run,
+                       progress=TrainProgress(console=err, quiet=quiet_flag))
     m = result.metrics
     if "test_psnr" in m:
         say(f"Test MSE {m['test_mse']:.5f}  PSNR {m['test_psnr']:.2f} dB"
@@ -141,14 +191,18 @@ def train(
 @app.command(epilog="Examples:\n\n  vqgen reconstruct\n\n  vqgen reconstruct --input my_digits/ --out recon/")
 @handle_errors
 def reconstruct(
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Run directory or .safetensors file (default: latest)."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="An image file or a folder of images (default: the held-out split)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG grid to write; with --input DIR, the folder for the reconstructions."),
+    run: Optional[Path] = RUN,
+    input: Optional[Path] = typer.Option(None, "--input", "-i", show_default="the held-out split",
+                                         help="An image file or a folder of images."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/reconstruction.png; reconstructions/",
+                                       help="PNG grid to write; with --input DIR, the folder for the reconstructions."),
     n: int = typer.Option(16, "--n", help="How many held-out images to show."),
+    quiet_flag: bool = QUIET,
 ) -> None:
     """Originals above reconstructions as one grid; prints MSE and PSNR."""
     from vqgen import tasks
 
+    quiet["on"] = quiet_flag
     finish(tasks.reconstruct(run, input, out, n, log=say))
 
 
@@ -159,18 +213,20 @@ def reconstruct(
              "\n\n  vqgen interpolate a.png b.png --run runs/vae-anime-faces --method slerp")
 @handle_errors
 def interpolate(
-    a: str = typer.Argument(..., help="Start: a class label (a digit), #INDEX into the held-out split, or an image file."),
-    b: str = typer.Argument(..., help="End: same forms as the start."),
-    steps: int = typer.Option(12, "--steps", "-s", help="Frames, start and end included."),
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Run directory or .safetensors file (default: latest)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG strip to write (default: RUN/interp_A_to_B.png)."),
+    a: str = A,
+    b: str = B,
+    steps: int = typer.Option(12, "--steps", "-s", help="Frames, start and end included (2 to 1,000)."),
+    run: Optional[Path] = RUN,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/interp_A_to_B.png", help="PNG strip to write."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Also write each frame as its own PNG into this folder."),
-    method: str = typer.Option("lerp", "--method", help="lerp or slerp."),
-    space: Optional[str] = typer.Option(None, "--space", help="VQ-VAE: interpolate before quantisation (pre, the default) or after (post)."),
+    method: str = METHOD,
+    space: Optional[str] = SPACE,
+    quiet_flag: bool = QUIET,
 ) -> None:
     """Morph A into B through the latent space; writes a PNG strip."""
     from vqgen import tasks
 
+    quiet["on"] = quiet_flag
     finish(tasks.interpolate(a, b, steps, run, out, frames, method, space, log=say))
 
 
@@ -178,19 +234,21 @@ def interpolate(
              "\n\n  vqgen gif --training runs/vqvae-mnist")
 @handle_errors
 def gif(
-    a: Optional[str] = typer.Argument(None, help="Start: a class label, #INDEX or an image file."),
-    b: Optional[str] = typer.Argument(None, help="End: same forms as the start."),
-    steps: int = typer.Option(24, "--steps", "-s", help="Frames from A to B (played there and back)."),
-    fps: float = typer.Option(12, "--fps", help="Frames per second."),
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Run directory or .safetensors file (default: latest)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="GIF to write (default: RUN/morph_A_to_B.gif)."),
-    method: str = typer.Option("lerp", "--method", help="lerp or slerp."),
-    space: Optional[str] = typer.Option(None, "--space", help="VQ-VAE: interpolate before quantisation (pre, the default) or after (post)."),
+    a: Optional[str] = typer.Argument(None, metavar="[A]", help="Start: a class label, #INDEX or an image file."),
+    b: Optional[str] = typer.Argument(None, metavar="[B]", help="End: same forms as the start."),
+    steps: int = typer.Option(24, "--steps", "-s", help="Frames from A to B (played there and back; 2 to 1,000)."),
+    fps: float = typer.Option(12, "--fps", help="Frames per second (at most 50)."),
+    run: Optional[Path] = RUN,
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/morph_A_to_B.gif", help="GIF to write."),
+    method: str = METHOD,
+    space: Optional[str] = SPACE,
     training: Optional[Path] = typer.Option(None, "--training", help="Instead: animate this run's per-epoch picture grids."),
+    quiet_flag: bool = QUIET,
 ) -> None:
     """The A -> B morph as a looping GIF (there and back), or a run's training progress."""
     from vqgen import tasks
 
+    quiet["on"] = quiet_flag
     finish(tasks.gif(a, b, steps, fps, run, out, method, space, training, log=say))
 
 
@@ -201,33 +259,54 @@ def gif(
              "\n\n  vqgen sample --run runs/vae-anime-faces --sampler mix")
 @handle_errors
 def sample(
-    n: int = typer.Option(64, "--n", help="How many images."),
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="A VAE, VQ-VAE or prior run (default: latest)."),
-    digit: Optional[int] = typer.Option(None, "--digit", help="Only this digit (class-conditional prior)."),
+    n: int = typer.Option(64, "--n", help="How many images (at most 10,000)."),
+    run: Optional[Path] = typer.Option(None, "--run", "-r", show_default="the latest run that can",
+                                       help="A VAE, VQ-VAE or prior run."),
+    digit: Optional[int] = typer.Option(None, "--digit", show_default="every class in turn",
+                                        help="Only this digit (class-conditional prior)."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Only this class, by name."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", help="Below 1: safer samples; above 1: more varied (default: 1.0 for a VAE, 0.7 for a VQ-VAE's prior)."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", help="VQ-VAE prior: draw only from the k likeliest codes (0: all)."),
-    guidance: Optional[float] = typer.Option(
-        None, "--guidance", "-g", help="VQ-VAE prior: how strongly samples follow their class (1: plain conditional; default 1.5)."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", show_default="prior",
+                                          help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="1.0 for a VAE, 0.7 for a prior",
+                                                help="Below 1: safer samples; above 1: more varied."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", show_default="0: all",
+                                        help="VQ-VAE prior: draw only from the k likeliest codes."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="1.5",
+                                             help="VQ-VAE prior: how strongly samples follow their class (1: none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="PNG grid to write (default: RUN/samples.png)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/samples_ARGS.png", help="PNG grid to write."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Also write each sample as its own PNG into this folder."),
+    quiet_flag: bool = QUIET,
 ) -> None:
     """New images: from a VAE, or from a VQ-VAE through its learned prior."""
     from vqgen import tasks
 
+    quiet["on"] = quiet_flag
     finish(tasks.sample(n, run, digit, class_name, sampler, temperature, top_k, guidance, seed, out, frames, log=say))
 
 
 # --------------------------------------------------------------------------- eval / info
 
 
-@app.command("eval", epilog="Examples:\n\n  vqgen eval\n\n  vqgen eval --run runs/vqvae-mnist-2 --json")
+EVAL_COLUMNS = {   # column: header; the default table fits 80 columns, --all shows every figure
+    "epoch": "epoch", "test_loss": "test loss", "test_mse": "test MSE", "test_psnr": "PSNR dB",
+    "test_bits_per_code": "bits/code", "test_kl": "KL", "train_usage": "usage", "train_perplexity": "ppl",
+    "img_per_s": "img/s", "seconds": "s",
+}
+
+
+def _cell(key: str, v) -> str:
+    from vqgen.progress import format_value
+
+    return format_value(key, v) if isinstance(v, float) else str(v)
+
+
+@app.command("eval", epilog="Examples:\n\n  vqgen eval\n\n  vqgen eval --run runs/vqvae-mnist-2 --json\n\n  vqgen eval --all")
 @handle_errors
 def eval_cmd(
-    run: Optional[Path] = typer.Option(None, "--run", "-r", help="Run directory (default: latest of any model)."),
+    run: Optional[Path] = typer.Option(None, "--run", "-r", show_default="the latest run", help="Run directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+    show_all: bool = typer.Option(False, "--all", help="Every figure in metrics.csv, not only the main ones."),
 ) -> None:
     """A run's metrics per epoch, as a table or JSON."""
     from vqgen import tasks
@@ -237,14 +316,15 @@ def eval_cmd(
         print(json.dumps(report, indent=2))
         return
     rows = report["epochs"]
-    table = Table(title=f"{report['run']} ({report['model']})")
-    cols = [c for c in rows[-1] if c in ("epoch", "train_loss", "test_loss", "test_mse", "test_psnr", "train_usage",
-                                         "train_perplexity", "test_bits_per_code", "test_kl", "img_per_s", "seconds")]
+    cols = list(rows[-1]) if show_all else [c for c in EVAL_COLUMNS if c in rows[-1]]
+    if "test_mse" in cols and not show_all:
+        cols.remove("test_loss")
+    t = table(f"{report['run']} ({report['model']})")
     for c in cols:
-        table.add_column(c, justify="right")
+        t.add_column(EVAL_COLUMNS.get(c, c), justify="right", overflow="fold")
     for r in rows:
-        table.add_row(*[f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols])
-    stdout.print(table)
+        t.add_row(*[_cell(c, r.get(c, "")) for c in cols])
+    stdout.print(t)
 
 
 @app.command(epilog="Examples:\n\n  vqgen info runs/vqvae-mnist\n\n  vqgen info model.safetensors")
@@ -276,6 +356,100 @@ def info(
         if k.startswith("test_"):
             t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     stdout.print(t)
+
+
+# --------------------------------------------------------------------------- runs / compare / map
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
+
+
+@app.command("runs", epilog="Examples:\n\n  vqgen runs\n\n  vqgen runs --json\n\n  vqgen runs --clean --yes")
+@handle_errors
+def runs_cmd(
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that holds the run directories."),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+    clean: bool = typer.Option(False, "--clean", help="Remove runs that never finished an epoch (asks first)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="With --clean: do not ask."),
+) -> None:
+    """The runs in a folder: model, data, epochs, best held-out figure, size and status."""
+    from vqgen import tasks
+
+    if clean:
+        def confirm(names: list[str]) -> bool:
+            return yes or typer.confirm(f"Remove {len(names)} runs that never finished an epoch "
+                                        f"({', '.join(names)})?", default=False, err=True)
+
+        report = tasks.clean_runs(out, confirm)
+        for line in report.lines:
+            say(line)
+        return
+    found = tasks.list_runs(out).data["runs"]
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    if not found:
+        say(f"No runs in {out}/ yet: vqgen train makes one")
+        return
+    t = table(f"runs in {out}/")
+    for name, justify in (("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
+                          ("best held out", "right"), ("size", "right"), ("status", "left")):
+        t.add_column(name, justify=justify, overflow="fold")
+    for r in found:
+        best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
+        t.add_row(r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
+                  best, _megabytes(r["bytes"]), r["status"])
+    stdout.print(t)
+
+
+@app.command(epilog="Examples:\n\n  vqgen compare runs/vqvae-mnist runs/vqvae-mnist-2")
+@handle_errors
+def compare(
+    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Run directories to compare."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="compare_A_vs_B.png", help="PNG to write."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final figures as JSON."),
+    quiet_flag: bool = QUIET,
+) -> None:
+    """Runs side by side: their curves in one plot, and a table of their final figures."""
+    from vqgen import tasks
+
+    quiet["on"] = quiet_flag
+    report = tasks.compare(runs, out, log=say)
+    if as_json:
+        print(json.dumps(report.data, indent=2))
+        return
+    rows = report.data["runs"]
+    cols = [c for c in EVAL_COLUMNS if any(c in r for r in rows) and c not in ("test_loss", "seconds")]
+    t = table("final epoch")
+    t.add_column("run", overflow="fold")
+    for c in cols:
+        t.add_column(EVAL_COLUMNS[c], justify="right", overflow="fold")
+    for r in rows:
+        t.add_row(r["run"], *[_cell(c, r.get(c, "")) for c in cols])
+    if not quiet["on"]:
+        err.print(t)
+    print(report.path)
+
+
+@app.command("map", epilog="Examples:\n\n  vqgen map\n\n  vqgen map --run runs/vae-mnist --n 5000 --json > map.json")
+@handle_errors
+def map_cmd(
+    run: Optional[Path] = RUN,
+    n: int = typer.Option(2000, "--n", help="Held-out images to place (10 to 100,000)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/map.png", help="PNG to write."),
+    as_json: bool = typer.Option(False, "--json", help="Also print the 2-D coordinates as JSON."),
+    quiet_flag: bool = QUIET,
+) -> None:
+    """The held-out latents in 2-D (PCA), coloured by class; for a VQ-VAE also codebook use and code grids."""
+    from vqgen import tasks
+
+    quiet["on"] = quiet_flag
+    report = tasks.latent_map(run, n, out, log=say)
+    if as_json:
+        print(json.dumps(report.data))
+        return
+    finish(report)
 
 
 def main() -> None:

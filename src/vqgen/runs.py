@@ -56,9 +56,9 @@ PICTURE_KINDS = ("recon", "samples")   # per-epoch pictures: <kind>_epoch_NNN.pn
 # --------------------------------------------------------------------------- run directories
 
 
-def run_name(model: str, dataset: str) -> str:
-    """The default name of a run: model and dataset, 'vqvae-mnist'."""
-    return f"{model}-{slug(dataset)}"
+def run_name(model: str, data_label: str) -> str:
+    """The default name of a run: model and dataset, 'vqvae-mnist' (for MNIST, and for a local copy of it)."""
+    return f"{model}-{slug(data_label)}"
 
 
 def check_run_name(name: str) -> str:

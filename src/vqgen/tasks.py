@@ -88,7 +88,8 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
     rows = []
     for i in range(0, len(x), nrow):
         rows += [x[i:i + nrow], recon[i:i + nrow]]
-    images.save_grid(torch.cat(rows), report.path, nrow=nrow)
+    images.save_grid(torch.cat(rows), report.path, nrow=nrow,
+                     row_labels=["original", "reconstruction"] * (len(rows) // 2))
     return report
 
 
@@ -224,7 +225,13 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
     name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
     report = Report(Path(out) if out is not None else unique_path(model.sampler_run / name))
-    images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))))
+    in_turn = model.sample_classes if digit is None and class_name is None else None
+    if in_turn:   # every class in turn: one column per class, labelled
+        images.save_grid(pics, report.path, nrow=min(n, len(in_turn)), col_labels=in_turn[:n])
+    else:
+        asked = f"{'digit' if digit is not None else 'class'} {digit if digit is not None else class_name}"
+        images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))),
+                         title=asked if digit is not None or class_name is not None else None)
     if frames:
         images.save_frames(pics, frames, prefix="sample")
         report.lines.append(f"Wrote {n} samples to {frames}")
@@ -275,3 +282,136 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
                "epochs_done": ckpt.info.get("epoch"), "epochs": ckpt.config.train.epochs,
                "metrics": ckpt.info.get("metrics", {}), "config": ckpt.config.to_dict()}
     return Report(ckpt.path, data=summary)
+
+
+# --------------------------------------------------------------------------- runs / compare / map
+
+
+def _best(rows: list[dict]) -> tuple[str, float] | None:
+    """The run's best held-out figure: the lowest test MSE, else bits per code, else loss."""
+    for key, label in (("test_mse", "MSE"), ("test_bits_per_code", "bits/code"), ("test_loss", "loss")):
+        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+        if values:
+            return label, min(values)
+    return None
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def list_runs(runs_dir: Path = Path("runs")) -> Report:
+    """Every run under `runs_dir`: model, data, epochs, best held-out figure, size and status."""
+    from vqgen import models, runs
+
+    out = []
+    for s in runs.list_runs(runs_dir):
+        rows = []
+        try:
+            rows = runs.read_metrics(s.path / runs.METRICS, upto_epoch=s.epoch)
+        except UsageError:
+            pass
+        except Exception:  # noqa: BLE001 - a damaged metrics file only leaves the figure out of a listing
+            rows = []
+        spec = models.find(s.model) if s.model else None
+        cfg = {}
+        if s.meta is not None:
+            import json
+
+            cfg = json.loads(s.meta["config"])
+        best = _best(rows)
+        status = "finished" if s.finished else ("interrupted" if s.usable else "no finished epoch")
+        out.append({"run": s.path.name, "path": str(s.path), "model": spec.display_name if spec else (s.model or "?"),
+                    "data": (cfg.get("train") or {}).get("dataset", ""), "epochs": s.epoch, "of": s.epochs,
+                    "best": {"figure": best[0], "value": best[1]} if best else None,
+                    "bytes": _size(s.path), "status": status})
+    return Report(Path(runs_dir), data={"runs": out})
+
+
+def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], bool] = lambda names: True) -> Report:
+    """Remove the runs that never finished an epoch (after `confirm(names)`), and stale temporary files."""
+    import shutil
+
+    from vqgen import runs
+    from vqgen.files import remove_stale_temps
+
+    doomed = [s.path for s in runs.list_runs(runs_dir) if not s.usable]
+    report = Report(Path(runs_dir))
+    temps = sum(remove_stale_temps(s.path) for s in runs.list_runs(runs_dir))
+    if temps:
+        report.lines.append(f"Removed {temps} temporary files left by killed runs")
+    if not doomed:
+        report.lines.append("No runs to clean: every run has at least one finished epoch")
+        return report
+    if not confirm([p.name for p in doomed]):
+        report.lines.append("Nothing removed")
+        return report
+    for p in doomed:
+        shutil.rmtree(p)
+    report.lines.append(f"Removed {len(doomed)} runs that never finished an epoch: {', '.join(p.name for p in doomed)}")
+    report.data = {"removed": [str(p) for p in doomed]}
+    return report
+
+
+def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) -> Report:
+    """The runs' curves in one plot (one colour per run) and their final figures side by side."""
+    if len(run_dirs) < 1:
+        raise UsageError("give one or more runs to compare: vqgen compare runs/a runs/b")
+    if out is not None:
+        check_output_file(out, "out")
+    from vqgen import plots, runs
+    from vqgen.tracking import STEPS, read_steps
+
+    curves, table = [], []
+    names = []
+    for run in run_dirs:
+        summary = runs.summarize(Path(run))
+        if summary is None or not summary.usable:
+            raise UsageError(f"{run}: not a run with a finished epoch")
+        rows = runs.read_metrics(summary.path / runs.METRICS, upto_epoch=summary.epoch)
+        name = summary.path.name if summary.path.name not in names else str(summary.path)
+        names.append(name)
+        curves.append((name, read_steps(summary.path / STEPS), rows))
+        table.append({"run": name, "model": summary.model, **(rows[-1] if rows else {})})
+    label = "_vs_".join(slug(Path(r).name) for r in run_dirs[:3])
+    path = Path(out) if out is not None else unique_path(Path(f"compare_{label}.png"))
+    plots.save(plots.curves_figure(curves, title="  vs  ".join(names)), path)
+    return Report(path, data={"runs": table})
+
+
+def latent_map(run: Path | None = None, n: int = 2000, out: Path | None = None, log: Log = _quiet) -> Report:
+    """Held-out latents in 2-D (PCA), coloured by class; for a model with codes, codebook use and code grids."""
+    check_arg("n", n, at_least(10, 100_000))
+    if out is not None:
+        check_output_file(out, "out")
+    import torch
+
+    from vqgen import plots
+
+    model = Model(open_run(run, "encode", log))
+    data = model.data(log)
+    x = data.test_images[:n].float().div(255)
+    labels = data.test_labels[:n] if data.test_labels is not None else None
+    z = model.encode(x).flatten(1).double()
+    centred = z - z.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    coords = (centred @ v[:2].T).float().numpy()
+    var = (s ** 2) / (s ** 2).sum()
+    explained = (float(var[0]), float(var[1]) if len(var) > 1 else 0.0)
+    usage, examples = None, None
+    if model.spec.can("codes"):
+        codes = model.codes(x)
+        usage = torch.bincount(codes.flatten(), minlength=model.module.codebook_size).numpy()
+        examples = [(x[i].permute(1, 2, 0).squeeze(-1).numpy(), codes[i].numpy()) for i in range(min(2, len(x)))]
+    title = f"{model.spec.display_name} {model.run_dir.name}: {len(x):,} held-out images of {model.config.train.dataset}"
+    fig = plots.latent_map_figure(coords, labels.numpy() if labels is not None else None, model.class_names,
+                                  explained, title, usage, examples)
+    path = Path(out) if out is not None else unique_path(model.run_dir / "map.png")
+    plots.save(fig, path)
+    points = [{"x": float(a), "y": float(b), **({"label": int(labels[i])} if labels is not None else {})}
+              for i, (a, b) in enumerate(coords)]
+    data_out = {"run": str(model.run_dir), "png": str(path), "method": "pca", "explained_variance": list(explained),
+                "class_names": model.class_names, "points": points}
+    if usage is not None:
+        data_out["codebook_usage"] = usage.tolist()
+    return Report(path, data=data_out)

@@ -177,6 +177,7 @@ class Plan:
     weights: dict | None = None              # state to start from (resume)
     resume: dict | None = None               # optimizer, epoch, step, RNG state (resume)
     notes: list[str] = field(default_factory=list)
+    data_label: str = ""                     # how the dataset reads in a run's name: "mnist" for any copy of it
 
 
 def _parent_shape(parent: runs.Checkpoint) -> models.CodeShape:
@@ -207,7 +208,7 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
                              flags={**flags, "dataset": parent.config.train.dataset}, file_name=config_file)
         cfg.source = parent.config.dataset_source
         cfg.parent = {"run": str(parent.run_dir.resolve()), "fingerprint": parent.model.code_fingerprint()}
-        return Plan(cfg, spec, parent=parent)
+        return Plan(cfg, spec, parent=parent, data_label=_label(cfg.source, parent.config.train.dataset))
     if parent_run is not None:
         raise UsageError(f"`run` names the run whose codes a model learns; a {spec.display_name} trains on images")
     file_train, file_model = split_settings(file_values, spec.config_class)
@@ -217,7 +218,14 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
                          flags={**flags, **({"dataset": dataset} if dataset is not None else {})},
                          file_name=config_file)
     cfg.source = source.source
-    return Plan(cfg, spec)
+    return Plan(cfg, spec, data_label=source.label)
+
+
+def _label(source: str, fallback: str) -> str:
+    try:
+        return D.resolve_dataset(source).label
+    except UsageError:
+        return fallback
 
 
 def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
@@ -358,7 +366,7 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
             group["lr"] = base * schedule(done)
 
     if plan.run_dir is None:
-        run_dir = runs.new_run_dir(Path(out or "runs"), name or runs.run_name(cfg.model, cfg.train.dataset))
+        run_dir = runs.new_run_dir(Path(out or "runs"), name or runs.run_name(cfg.model, plan.data_label))
         cfg.save_yaml(run_dir / runs.CONFIG)
         log(f"Run directory: {run_dir}")
     else:
