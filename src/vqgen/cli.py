@@ -57,8 +57,7 @@ def _flags_shown_bare() -> None:
             return None if self.is_flag else shown(self, ctx)
 
         def usage_name(self):
-            name = usage(self)
-            return name[1:-1] if name.startswith("{") and name.endswith("}") else name
+            return usage(self).replace("{", "").replace("}", "")
 
         TyperOption.display_type_rich = display
         TyperArgument._usage_display_name = usage_name
@@ -298,7 +297,7 @@ EVAL_COLUMNS = {   # column: header; the default table fits 80 columns, --all sh
 def _cell(key: str, v) -> str:
     from vqgen.progress import format_value
 
-    return format_value(key, v) if isinstance(v, float) else str(v)
+    return format_value(key, v)
 
 
 @app.command("eval", epilog="Examples:\n\n  vqgen eval\n\n  vqgen eval --run runs/vqvae-mnist-2 --json\n\n  vqgen eval --all")
@@ -316,12 +315,26 @@ def eval_cmd(
         print(json.dumps(report, indent=2))
         return
     rows = report["epochs"]
-    cols = list(rows[-1]) if show_all else [c for c in EVAL_COLUMNS if c in rows[-1]]
-    if "test_mse" in cols and not show_all:
+    title = f"{report['run']} ({report['model_name']})"
+    if show_all:   # every figure: one per line, the epochs across, in blocks that fit the terminal
+        figures = [c for c in rows[-1] if c != "epoch"]
+        per_block = max(1, (stdout.width - max(len(f) for f in figures) - 2) // 10)
+        for start in range(0, len(rows), per_block):
+            block = rows[start:start + per_block]
+            t = table(title if start == 0 else None)
+            t.add_column("epoch")
+            for r in block:
+                t.add_column(str(r["epoch"]), justify="right")
+            for f in figures:
+                t.add_row(f, *[_cell(f, r.get(f, "")) for r in block])
+            stdout.print(t)
+        return
+    cols = [c for c in EVAL_COLUMNS if c in rows[-1]]
+    if "test_mse" in cols:
         cols.remove("test_loss")
-    t = table(f"{report['run']} ({report['model']})")
+    t = table(title)
     for c in cols:
-        t.add_column(EVAL_COLUMNS.get(c, c), justify="right", overflow="fold")
+        t.add_column(EVAL_COLUMNS[c], justify="right", overflow="fold")
     for r in rows:
         t.add_row(*[_cell(c, r.get(c, "")) for c in cols])
     stdout.print(t)
@@ -406,7 +419,7 @@ def runs_cmd(
 @app.command(epilog="Examples:\n\n  vqgen compare runs/vqvae-mnist runs/vqvae-mnist-2")
 @handle_errors
 def compare(
-    runs: list[Path] = typer.Argument(..., metavar="RUN...", help="Run directories to compare."),
+    runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run directories to compare."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="compare_A_vs_B.png", help="PNG to write."),
     as_json: bool = typer.Option(False, "--json", help="Print the final figures as JSON."),
     quiet_flag: bool = QUIET,

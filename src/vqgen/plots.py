@@ -81,7 +81,7 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax, (label, keys, log) in zip(axes, panels):
-        _draw(ax, runs, keys, log, many)
+        _draw(ax, runs, keys[:1] if many else keys, log, many)   # compared: one colour per run, the main term
         ax.set_ylabel(label)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -100,8 +100,8 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
         ax.set_visible(False)
     if many:
         handles = [axes[0].plot([], [], color=COLOURS[i % len(COLOURS)], lw=2)[0] for i in range(len(runs))]
-        fig.legend(handles, [name for name, _, _ in runs], loc="outside upper center", ncol=min(4, len(runs)),
-                   fontsize=9, frameon=False)
+        fig.legend(handles, [name for name, _, _ in runs], loc="outside lower center", ncol=min(4, len(runs)),
+                   fontsize=9, frameon=False, title="lines: training; dots: held out, per epoch")
     if title:
         fig.suptitle(title, fontsize=12)
     return fig
@@ -167,7 +167,7 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names
         padded[: len(usage)] = usage
         hax = fig.add_subplot(grid[0, 1:])
         im = hax.imshow(padded.reshape(side, side), cmap="viridis", interpolation="nearest")
-        hax.set_title(f"codebook use on held-out images ({(usage > 0).mean():.0%} of {len(usage)} codes used)")
+        hax.set_title(f"codebook use, held out: {(usage > 0).mean():.0%} of {len(usage)} codes", fontsize=10)
         hax.set_xticks([])
         hax.set_yticks([])
         fig.colorbar(im, ax=hax, label="times used", shrink=0.8)

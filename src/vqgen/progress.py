@@ -23,6 +23,8 @@ HIDDEN = ("lr", "img_per_s", "seconds")
 
 
 def format_value(key: str, v) -> str:
+    if isinstance(v, int) and key.endswith(("usage", "perplexity", "img_per_s")):
+        v = float(v)   # a whole number read back from a CSV
     if not isinstance(v, float):
         return str(v)
     if key.endswith("usage"):

@@ -267,8 +267,12 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
     if not rows:
         why = "no finished epoch yet; train the run first" if epoch == 0 else f"no metrics in {runs.METRICS}"
         raise UsageError(f"{run_dir}: {why}")
-    return Report(run_dir, data={"run": str(run_dir), "model": meta["vqgen_model"], "epochs": rows,
-                                 "final": rows[-1]})
+    from vqgen import models
+
+    spec = models.find(meta["vqgen_model"])
+    return Report(run_dir, data={"run": str(run_dir), "model": meta["vqgen_model"],
+                                 "model_name": spec.display_name if spec else meta["vqgen_model"],
+                                 "epochs": rows, "final": rows[-1]})
 
 
 def describe(run: Path | None = None, log: Log = _quiet) -> Report:
