@@ -635,14 +635,14 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tmp.mkdir(parents=True)
-        if root is not None:
-            log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
         if src.kind == "idx":
             listing = _list_idx(src)
         elif src.kind == "images":
             listing = _list_image_folder(src)
         else:
             listing = _list_hub(src)
+        if root is not None:
+            log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
         writer = _EntryWriter(tmp)
         try:
             converted, skipped = _decode(src, listing, writer, size, channels, workers, progress)

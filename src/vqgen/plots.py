@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, MaxNLocator, PercentFormatter
 
 from vqgen.files import writing
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # (panel label, metrics drawn in it, log scale)
 PANELS = [
@@ -46,6 +48,8 @@ def _panels(runs: list[tuple[str, list[dict], list[dict]]]) -> list[tuple[str, t
 
 
 def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
+    from matplotlib.ticker import FuncFormatter
+
     lines = 0
     for r, (name, steps, epochs) in enumerate(runs):
         for k, key in enumerate(keys):
@@ -71,8 +75,12 @@ def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
     ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
 
 
-def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "") -> Figure:
+def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "") -> "Figure":
     """Panels of the runs' figures: (name, per-step rows of steps.csv, per-epoch rows of metrics.csv) each."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     panels = _panels(runs) or PANELS[:1]
     many = len(runs) > 1
     cols = min(3, len(panels))
@@ -91,6 +99,8 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
             ax.set_ylim(0, 1.05)
             _perplexity_axis(ax, runs, many)
         if keys == ("mse",):
+            from matplotlib.ticker import FuncFormatter
+
             psnr_axis = ax.secondary_yaxis("right", functions=(_psnr, _mse))
             psnr_axis.set_ylabel("PSNR (dB)")
             psnr_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
@@ -130,7 +140,7 @@ def _perplexity_axis(ax, runs, many: bool) -> None:
     right.set_ylim(bottom=0)
 
 
-def save(fig: Figure, path: Path) -> Path:
+def save(fig: "Figure", path: Path) -> Path:
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,8 +150,11 @@ def save(fig: Figure, path: Path) -> Path:
 
 def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None,
                       explained: tuple[float, float], title: str, usage: np.ndarray | None = None,
-                      examples: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Figure:
+                      examples: list[tuple[np.ndarray, np.ndarray]] | None = None) -> "Figure":
     """A scatter of 2-D latents coloured by class; for a model with codes, codebook use and example code grids."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     extra = usage is not None
     fig = Figure(figsize=(13 if extra else 7, 6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)

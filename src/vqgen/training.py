@@ -310,7 +310,6 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
     cfg, spec = plan.config, plan.spec
 
     device = resolve_device(cfg.train.device)
-    check_fits(spec, cfg.model_config, device)
     with denormals_flushed():
         return _run(plan, device, out, name, progress)
 
@@ -341,6 +340,7 @@ def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, p
     test_batches = D.Batches(test_x, test_y, cfg.train.eval_batch_size, shuffle=False, device=device,
                              scale=on_images)
 
+    check_fits(spec, cfg.model_config, device)
     net = spec.build(cfg.model_config).to(device)
     if on_images:  # convolutional models run faster on channels-last tensors, on CPU and GPU alike
         net = net.to(memory_format=torch.channels_last)
