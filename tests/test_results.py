@@ -263,3 +263,18 @@ def test_offline_error_names_the_local_layouts(tmp_path, monkeypatch):
     assert r.exit_code == 1
     for layout in ("laid out like the Hub dataset", "MNIST IDX files", "a folder of images"):
         assert layout in r.stderr
+
+
+def test_the_usage_guide_documents_every_setting():
+    from pathlib import Path
+
+    from vqgen import models
+    from vqgen.config import TrainConfig
+    from vqgen.settings import field_names
+
+    guide = (Path(__file__).parent.parent / "docs" / "usage.md").read_text()
+    for cls in [TrainConfig] + [models.get(n).config_class for n in models.names()]:
+        for name in field_names(cls):
+            if name in ("image_size", "channels", "codebook_size", "grid", "num_classes"):
+                continue   # set from the data or the parent run; documented in prose
+            assert f"`{name}`" in guide, f"{cls.__name__}.{name} is missing from docs/usage.md"
