@@ -11,7 +11,7 @@ SRC = Path(vqgen.__file__).parent
 LAYERS = {
     "errors": 0, "settings": 0, "files": 0, "metrics": 0, "progress": 0, "decode": 0,
     "models": 1,
-    "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2,
+    "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
     "training": 3, "generate": 3,
     "api": 4, "tasks": 4,
     "cli": 5, "__init__": 5, "__main__": 6,

@@ -79,6 +79,7 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
           epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
           device: str | None = None, seed: int | None = None, out: PathLike | None = None,
           name: str | None = None, resume: PathLike | None = None, run: PathLike | None = None,
+          precision: str | None = None, compile: bool | None = None, devices: int | None = None,
           progress=None, **settings: Any) -> "TrainResult":
     """Train a model and return the run (its `.run_dir` and final `.metrics`; `vqgen.load(result)` loads it).
 
@@ -88,9 +89,24 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
     settings: any other setting of the training or the model, e.g. `codebook_size=64`.
     resume: continue this run to `epochs` epochs in all (`device` may change; other settings may not).
     run: for a model that learns another's codes (the prior), that run (default: the latest).
+    precision: "auto" (bf16 or fp16 on a GPU, fp32 elsewhere), "fp32", "bf16" or "fp16".
+    compile: torch.compile the model.
+    devices: train on this many GPUs (or CPU processes) through torchrun; `batch_size` is the global batch.
     """
-    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "seed": seed, **settings}
-    check_train_flags({k: v for k, v in flags.items() if k in ("epochs", "batch_size", "lr", "device", "seed")})
+    flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
+             "precision": precision, "compile": compile, **settings}
+    check_train_flags({k: v for k, v in flags.items() if k in ("epochs", "batch_size", "lr", "device", "seed",
+                                                               "precision", "compile")})
+    if devices is not None:
+        check_arg("devices", devices, at_least(1, 1024))
+        from vqgen import distributed
+
+        world = distributed.launched_world()
+        if world == 1 and devices > 1:
+            return _train_in_processes(devices, model, dataset, config, flags, out, name, resume, run,
+                                       quiet=getattr(progress, "quiet", False))
+        if world > 1 and devices != world:
+            raise UsageError(f"`devices` {devices}: torchrun started {world} processes; drop `devices` under torchrun")
     if dataset is not None:
         check_train_flags({"dataset": dataset})
     if resume is None:
@@ -101,6 +117,52 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
                           Path(out) if out is not None else None, name,
                           Path(resume) if resume is not None else None,
                           Path(run) if run is not None else None, progress)
+
+
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "device": "--device", "seed": "--seed",
+         "precision": "--precision"}
+
+
+def _train_in_processes(devices: int, model, dataset, config, flags: dict, out, name, resume, run,
+                        quiet: bool = False) -> "TrainResult":
+    """`vqgen train` in `devices` processes through torchrun, as the command line would run it."""
+    import tempfile
+
+    import yaml
+
+    from vqgen import distributed, runs
+    from vqgen.config import read_yaml
+    from vqgen.errors import RunError
+    from vqgen.training import TrainResult
+
+    argv = []
+    for key, value in (("--model", model), ("--dataset", dataset), ("--out", out), ("--name", name),
+                       ("--resume", resume), ("--run", run)):
+        if value is not None:
+            argv += [key, str(value)]
+    rest = {k: v for k, v in flags.items() if v is not None and k not in FLAGS and k != "compile"}
+    argv += [a for k, flag in FLAGS.items() if flags.get(k) is not None for a in (flag, str(flags[k]))]
+    if flags.get("compile"):
+        argv.append("--compile")
+    if quiet:
+        argv.append("--quiet")
+    with tempfile.TemporaryDirectory() as tmp:
+        if rest:   # settings without a flag go in a config file, over the one given
+            if resume is not None:
+                raise UsageError(f"`{next(iter(rest))}`: a resumed run keeps its settings; drop it")
+            merged = {**(read_yaml(config) if config is not None else {}), **rest}
+            config = Path(tmp) / "settings.yaml"
+            config.write_text(yaml.safe_dump(merged))
+        if config is not None:
+            argv += ["--config", str(config)]
+        done = distributed.launch(devices, argv)
+    lines = [ln for ln in (done.stdout or "").splitlines() if ln.strip()]
+    if done.returncode not in (0, 130) or not lines:
+        raise RunError(f"training in {devices} processes failed (exit code {done.returncode}); "
+                       "its messages are above")
+    run_dir = Path(lines[-1])
+    rows = runs.read_metrics(run_dir / runs.METRICS)
+    return TrainResult(run_dir, rows[-1] if rows else {}, interrupted=done.returncode == 130)
 
 
 # --------------------------------------------------------------------------- load

@@ -138,7 +138,8 @@ def table(title: str | None = None, **kw) -> Table:
 
 
 @app.command(epilog="Examples:\n\n  vqgen train\n\n  vqgen train --model vae --dataset anime-faces --epochs 30"
-             "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6")
+             "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6"
+             "\n\n  vqgen train --model vae --dataset anime-faces --device cuda --devices 4")
 @handle_errors
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default="vqvae",
@@ -163,6 +164,12 @@ def train(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory until --epochs are done."),
     run: Optional[Path] = typer.Option(None, "--run", show_default="the latest VQ-VAE run",
                                        help="For --model prior: the VQ-VAE run to learn the codes of."),
+    precision: Optional[str] = typer.Option(None, "--precision", show_default="auto: bf16/fp16 on a GPU, else fp32",
+                                            help="auto, fp32, bf16 or fp16."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the model: faster steps after a slow first one."),
+    devices: Optional[int] = typer.Option(None, "--devices", show_default="1",
+                                          help="Train on this many GPUs (CPU processes without one), through torchrun; "
+                                               "--batch-size is the global batch."),
     quiet_flag: bool = QUIET,
 ) -> None:
     """Train a model; writes a run directory with weights, metrics and pictures."""
@@ -171,8 +178,11 @@ def train(
 
     quiet["on"] = quiet_flag
     result = api.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                       seed=seed, out=out, name=name, resume=resume, run=run,
+                       seed=seed, out=out, name=name, resume=resume, run=run, precision=precision,
+                       compile=compile or None, devices=devices,
                        progress=TrainProgress(console=err, quiet=quiet_flag))
+    if result.run_dir is None:   # another rank than 0 under torchrun: rank 0 reports
+        return
     m = result.metrics
     if "test_psnr" in m:
         say(f"Test MSE {m['test_mse']:.5f}  PSNR {m['test_psnr']:.2f} dB"

@@ -25,6 +25,8 @@ from vqgen.settings import at_least, build, check_value, field_names, one_of, po
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("onecycle", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+IN_MEMORY = ("auto", "yes", "no")
 
 
 @dataclass
@@ -42,6 +44,11 @@ class TrainConfig:
     seed: int = setting(0, "seeds weights, shuffling and augmentation", at_least(0, 2**63 - 1))
     eval_batch_size: int = setting(1000, "held-out images per evaluation batch", at_least(1, 65_536))
     grid_images: int = setting(8, "test images in each epoch's reconstruction grid", at_least(1, 64))
+    precision: str = setting("auto", "auto (bf16 or fp16 on a GPU, fp32 elsewhere) | fp32 | bf16 | fp16",
+                             one_of(*PRECISIONS))
+    compile: bool = setting(False, "torch.compile the model (faster steps after a slow first one)")
+    data_in_memory: str = setting("auto", "auto (if the data takes at most a quarter of the memory) | yes | no: "
+                                  "read batches from the memory-mapped cache", one_of(*IN_MEMORY))
 
     def __post_init__(self):
         validate(self)
@@ -168,8 +175,9 @@ def check_train_flags(flags: dict) -> dict:
 
 
 def resolve_config(model: str, shape, *, file_values: dict | None = None, flags: dict | None = None,
-                   file_name: str = "the config file") -> RunConfig:
-    """Defaults for the model and its data, then the file's values, then flags: a checked RunConfig."""
+                   file_name: str = "the config file", device_type: str = "cpu") -> RunConfig:
+    """Defaults for the model and its data (and for a GPU, when `device_type` is "cuda"), then the file's
+    values, then flags: a checked RunConfig."""
     from vqgen import models
 
     spec = models.get(model)
@@ -178,6 +186,8 @@ def resolve_config(model: str, shape, *, file_values: dict | None = None, flags:
     file_model = check_values(spec.config_class, file_model, file_name)
     flag_train, flag_model = split_settings(flags or {}, spec.config_class)
     preset_train, preset_model = spec.defaults(shape)
+    if device_type == "cuda":
+        preset_train = {**preset_train, **spec.gpu_defaults}
     train_values = {**preset_train, **file_train, **check_values(TrainConfig, flag_train)}
     model_values = {**preset_model, **file_model, **check_values(spec.config_class, flag_model)}
     if spec.trains_on == "codes":   # the parent's codes decide these

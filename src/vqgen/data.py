@@ -28,6 +28,7 @@ import socket
 import struct
 import sys
 import tempfile
+import time
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -83,6 +84,7 @@ class ImageData:
     class_names: list[str] | None
     converted: int = 0               # images converted to the model's mode
     skipped: int = 0                 # unreadable images left out
+    mapped: bool = False             # the images are memory-mapped from the cache, not held in memory
 
     @property
     def image_size(self) -> int:
@@ -482,7 +484,9 @@ class _EntryWriter:
             f.close()
 
 
-def _read_u8(path: Path, shape: list[int], crc: int) -> np.ndarray:
+def _read_u8(path: Path, shape: list[int], crc: int, mapped: bool) -> np.ndarray:
+    """A cache file's images: read into memory (and checked against its checksum), or memory-mapped
+    (checked by size: reading it all to check it would take as long as the first epoch)."""
     expected = math.prod(shape)
     try:
         actual = path.stat().st_size
@@ -490,14 +494,33 @@ def _read_u8(path: Path, shape: list[int], crc: int) -> np.ndarray:
         raise _Damaged(f"{path.name} is missing") from None
     if actual != expected:
         raise _Damaged(f"{path.name} has {actual:,} bytes, not {expected:,}")
+    if mapped:
+        # Copy-on-write: the pages stay the file's (no anonymous memory) as long as nothing writes to them.
+        return np.memmap(path, dtype=np.uint8, mode="c", shape=tuple(shape)) if expected else np.zeros(shape, np.uint8)
     arr = np.fromfile(path, dtype=np.uint8)
     if zlib.crc32(arr) != crc:
         raise _Damaged(f"{path.name} does not match its checksum")
     return arr.reshape(shape)
 
 
-def _read_entry(folder: Path, name: str) -> ImageData:
-    """A cache entry as an ImageData; raises _Damaged saying what is wrong with it."""
+def physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def fits_in_memory(nbytes: int) -> bool:
+    """Whether a dataset is small enough to hold in memory: at most a quarter of the machine's."""
+    total = physical_memory()
+    return total is None or nbytes <= total // 4
+
+
+def _read_entry(folder: Path, name: str, in_memory: bool | None = None) -> ImageData:
+    """A cache entry as an ImageData; raises _Damaged saying what is wrong with it.
+
+    in_memory: read the images into memory, or (False) memory-map them; None decides by their size.
+    """
     try:
         info = json.loads((folder / "info.json").read_text())
         splits = info["splits"]
@@ -505,10 +528,13 @@ def _read_entry(folder: Path, name: str) -> ImageData:
             raise _Damaged(f"format {info.get('format')}")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise _Damaged(f"info.json unreadable ({e.__class__.__name__})") from None
+    if in_memory is None:
+        in_memory = fits_in_memory(sum(math.prod(splits[s]["shape"]) for s in ("train", "test")))
     tensors = {}
     for s in ("train", "test"):
         shape = splits[s]["shape"]
-        tensors[f"{s}_images"] = torch.from_numpy(_read_u8(folder / f"images-{s}.u8", shape, splits[s]["crc32"]))
+        tensors[f"{s}_images"] = torch.from_numpy(_read_u8(folder / f"images-{s}.u8", shape, splits[s]["crc32"],
+                                                           mapped=not in_memory))
         tensors[f"{s}_labels"] = None
         if "labels_crc32" in splits[s]:
             p = folder / f"labels-{s}.i64"
@@ -518,7 +544,7 @@ def _read_entry(folder: Path, name: str) -> ImageData:
             tensors[f"{s}_labels"] = torch.from_numpy(labels)
     return ImageData(name, info["source"], tensors["train_images"], tensors["test_images"],
                      tensors["train_labels"], tensors["test_labels"], info["class_names"],
-                     info["converted"], info["skipped"])
+                     info["converted"], info["skipped"], mapped=not in_memory)
 
 
 # --------------------------------------------------------------------------- decoding
@@ -613,11 +639,14 @@ def _decode(src: DatasetSource, listing: _Listing, writer: _EntryWriter, size: i
 
 
 def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cache: bool = True,
-                workers: int | None = None, progress: Progress | None = None) -> ImageData:
+                workers: int | None = None, progress: Progress | None = None,
+                in_memory: bool | None = None) -> ImageData:
     """Decode the dataset `name` at (size, channels), through the on-disk cache.
 
     workers: decoding processes (None: one per core for large datasets, 0: this process only).
     progress: called as progress(done, total) while decoding.
+    in_memory: hold the images in memory, or (False) read them memory-mapped from the cache, for data
+    larger than memory; None: in memory if they take at most a quarter of it.
     """
     src = resolve_dataset(name)
     entry = _entry_name(src, size, channels)
@@ -626,7 +655,7 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
         remove_stale_temps(root)
         if (root / entry).is_dir():
             try:
-                return _read_entry(root / entry, name)
+                return _read_entry(root / entry, name, in_memory)
             except _Damaged as why:
                 log(f"The cached copy of {src.source} is damaged ({why}); decoding it again")
                 shutil.rmtree(root / entry, ignore_errors=True)
@@ -644,10 +673,14 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
         if root is not None:
             log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
         writer = _EntryWriter(tmp)
+        started = time.perf_counter()
         try:
             converted, skipped = _decode(src, listing, writer, size, channels, workers, progress)
         finally:
             writer.close()
+        seconds = time.perf_counter() - started
+        count = writer.counts["train"] + writer.counts["test"] + skipped
+        log(f"Decoded {count:,} images in {seconds:.1f} s ({count / max(seconds, 1e-9):,.0f} images/s)")
         if writer.counts["train"] == 0:
             raise DatasetError(f"`dataset` {name}: none of its {skipped:,} images can be read")
         writer.finish((channels, size, size), {"source": src.source, "class_names": listing.class_names,
@@ -657,12 +690,12 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
         if skipped:
             log(f"Skipped {skipped} unreadable images")
         if root is None:
-            return _read_entry(tmp, name)
+            return _read_entry(tmp, name, True)
         try:
             os.rename(tmp, root / entry)
         except OSError:   # another process cached the same data meanwhile: use theirs
             pass
-        return _read_entry(root / entry, name)
+        return _read_entry(root / entry, name, in_memory)
     except BrokenProcessPool:
         raise RunError("a decoding worker process died (out of memory?); decode with fewer processes: "
                        "VQGEN_DECODE_WORKERS=1") from None
@@ -741,14 +774,15 @@ def load_image_folder(folder: str | Path, size: int, channels: int) -> tuple[tor
     return torch.cat(loaded), paths, skipped
 
 
-def load_run_images(cfg, log: Log = lambda s: None) -> ImageData:
+def load_run_images(cfg, log: Log = lambda s: None, progress: Progress | None = None) -> ImageData:
     """The images a run's config (a `RunConfig`) trains on, at its model's shape, through the cache."""
     source = cfg.dataset_source
     if Path(source).is_absolute() and not Path(source).exists():
         raise DatasetError(f"the dataset this run trained on, {source}, is gone; put it back there, "
                            "or train a new run on another copy")
     mc = cfg.model_config
-    return load_images(source, mc.image_size, mc.channels, log)
+    in_memory = {"auto": None, "yes": True, "no": False}[cfg.train.data_in_memory]
+    return load_images(source, mc.image_size, mc.channels, log, progress=progress, in_memory=in_memory)
 
 
 # --------------------------------------------------------------------------- batches
@@ -781,10 +815,11 @@ def augment_params(n: int, max_degrees: float = 10.0, flip_p: float = 0.5,
 
 
 def augment(x: torch.Tensor, max_degrees: float = 10.0, flip_p: float = 0.5,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """Random horizontal flip and rotation, drawn per image, for a whole batch at once."""
+            generator: torch.Generator | None = None,
+            params: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """Random horizontal flip and rotation, drawn per image, for a whole batch at once (or `params`)."""
     n = x.shape[0]
-    angles, flips = augment_params(n, max_degrees, flip_p, generator)
+    angles, flips = params if params is not None else augment_params(n, max_degrees, flip_p, generator)
     cos, sin = angles.cos(), angles.sin()
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0], theta[:, 0, 1] = cos * flips, -sin
@@ -799,21 +834,35 @@ class Batches:
 
     Images (uint8) come out as floats in [0, 1]; with `scale=False` the data
     (code grids, say) comes out as it is stored.
+
+    Across `world` processes, `batch_size` is the global batch: every process
+    draws the same order and augmentation and takes its slice (`rank`), so
+    the global batches are those of a single process.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor | None, batch_size: int,
                  *, shuffle: bool = True, augment: bool = False, device: str | torch.device = "cpu",
-                 generator: torch.Generator | None = None, drop_last: bool = False, scale: bool = True):
-        self.images = images.to(device)
+                 generator: torch.Generator | None = None, drop_last: bool = False, scale: bool = True,
+                 on_host: bool = False, rank: int = 0, world: int = 1):
+        if batch_size < world:
+            raise UsageError(f"`batch_size` {batch_size} is smaller than the {world} processes that share it; "
+                             f"use at least {world}")
+        self.rank, self.world = rank, world
+        # Held on the training device (a GPU's memory included), or, `on_host`, where they are (a
+        # memory-mapped cache): then each batch is gathered there and copied over.
+        self.device = torch.device(device)
+        self.images = images if on_host else images.to(device)
         self.scale = scale
-        self.labels = labels.to(device) if labels is not None else None
+        self.labels = (labels if on_host else labels.to(device)) if labels is not None else None
         self.batch_size = batch_size
         self.shuffle, self.augment, self.drop_last = shuffle, augment, drop_last
         self.generator = generator
 
     def __len__(self) -> int:
         n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+        whole, rest = divmod(n, self.batch_size)
+        # A last batch too small to give each process an image is left out.
+        return whole + (1 if rest and not self.drop_last and rest >= self.world else 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         return self.iterate()
@@ -831,15 +880,17 @@ class Batches:
             order = torch.arange(n, device=self.images.device)
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            params = augment_params(len(idx), generator=self.generator) if self.augment else None
             if i < start:
-                if self.augment:
-                    augment_params(len(idx), generator=self.generator)
                 continue
-            x = self.images[idx]
+            if self.world > 1:
+                idx = idx[self.rank::self.world]
+                params = (params[0][self.rank::self.world], params[1][self.rank::self.world]) if params else None
+            x = self.images[idx].to(self.device, non_blocking=True)
             if self.scale:
                 x = x.float().div_(255)
             if self.augment:
-                x = augment(x, generator=self.generator)
+                x = augment(x, params=params)
             if x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, (self.labels[idx] if self.labels is not None else None)
+            yield x, (self.labels[idx].to(self.device, non_blocking=True) if self.labels is not None else None)

@@ -67,6 +67,28 @@ class TrainProgress:
         else:
             self.console.print(text, highlight=False)
 
+    def counter(self, description: str):
+        """A progress(done, total) callback for work before training (decoding a dataset): on a terminal, a
+        bar with images per second, gone when the work is done."""
+        if not self.live:
+            return None
+        state: dict = {}
+
+        def update(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = Progress(TextColumn(description), BarColumn(bar_width=None),
+                                        TextColumn("{task.completed:,}/{task.total:,}"),
+                                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                        console=self.console, transient=True, expand=True)
+                state["bar"].start()
+                state["task"] = state["bar"].add_task(description, total=total, rate="")
+            bar = state["bar"]
+            speed = bar.tasks[0].speed
+            bar.update(state["task"], completed=done, rate=f"{speed:,.0f} img/s" if speed else "")
+            if done >= total:
+                bar.stop()
+        return update
+
     def start(self, epochs: int, start_epoch: int, batches: int) -> None:
         self.epochs, self.batches = epochs, batches
         if not self.live:

@@ -155,6 +155,8 @@ def _coerce(name: str, value: Any, hint) -> Any:
     if kind is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):   # YAML 1.1 reads yes/no as booleans
+            return "yes" if value else "no"
         raise UsageError(f"`{name}` should be text, not {value!r}")
     return value
 

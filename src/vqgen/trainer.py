@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -25,6 +26,14 @@ from vqgen.metrics import RunningMean
 from vqgen.progress import TrainProgress
 
 LOG_SECONDS = 0.25   # live figures and per-step logs at most this often: reading a GPU's loss stalls it
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device_type: str, precision: str):
+    """A context that runs the forward pass in `precision` ("fp32": as it is)."""
+    if precision not in DTYPES:
+        return nullcontext()
+    return torch.autocast(device_type, dtype=DTYPES[precision])
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -39,8 +48,12 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 class Trainer:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches, *, epochs: int,
                  start_epoch: int = 0, start_step: int = 0, running: dict | None = None, scheduler=None,
-                 grad_clip: float = 0.0, progress: TrainProgress | None = None):
+                 grad_clip: float = 0.0, progress: TrainProgress | None = None, precision: str = "fp32",
+                 device_type: str = "cpu"):
         self.model, self.optimizer, self.batches = model, optimizer, batches
+        self.precision, self.device_type = precision, device_type
+        # fp16's small range needs the loss scaled up before backward (and the gradients back down)
+        self.scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
         self.epochs, self.epoch, self.step = epochs, start_epoch, start_step
         self.scheduler, self.grad_clip = scheduler, grad_clip
         self.progress = progress or TrainProgress(live=False)
@@ -86,13 +99,22 @@ class Trainer:
         t0 = time.perf_counter()
         images, last_log = 0, 0.0
         for batch in self.batches.iterate(start=self.step):
-            out = self.model(*batch)
+            with autocast(self.device_type, self.precision):
+                out = self.model(*batch)
             loss = out["loss"]
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
             if self.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             if self.scheduler is not None:
                 self.scheduler.step()
             n = batch[0].shape[0]

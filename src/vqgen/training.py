@@ -30,20 +30,22 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import data as D
-from vqgen import images, models, plots, runs
+from vqgen import distributed, images, models, plots, runs
 from vqgen.config import RunConfig, TrainConfig, check_train_flags, read_yaml, resolve_config, split_settings
-from vqgen.errors import DatasetError, NonFiniteLoss, UsageError
+from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
 from vqgen.files import remove_stale_temps
 from vqgen.metrics import RunningMean, psnr
 from vqgen.progress import TrainProgress
 from vqgen.settings import field_names
-from vqgen.trainer import Trainer
+from vqgen.trainer import Trainer, autocast
 from vqgen.tracking import STEPS, RunLog, read_steps
 
 SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")   # held-out figures shown after each epoch
-APPLIED_ON_RESUME = ("epochs", "device")                # the settings a resumed run takes from flags
+# The settings a resumed run takes from flags: how long and where it trains, not what it learns.
+APPLIED_ON_RESUME = ("epochs", "device", "precision", "compile", "data_in_memory")
 
 
 @dataclass
@@ -116,14 +118,25 @@ def lr_lambda(schedule: str, total_steps: int) -> Callable[[int], float]:
     return f
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """auto: bf16 on a GPU that has it, else fp16 on a GPU, else fp32."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "fp32"
+
+
 @torch.no_grad()
-def evaluate(model, batches) -> dict:
+def evaluate(model, batches, precision: str = "fp32", device_type: str = "cpu") -> dict:
     """Mean loss terms on held-out data; PSNR where there is an MSE; the model's own figures."""
     model.eval()
     model.reset_metrics()   # count codebook use over the held-out data alone
     mean = RunningMean()
     for batch in batches:
-        mean.add(model(*batch), batch[0].shape[0])
+        with autocast(device_type, precision):
+            out = model(*batch)
+        mean.add({k: v.float() for k, v in out.items()}, batch[0].shape[0])
     logs = mean.mean()
     if "mse" in logs:
         logs["psnr"] = psnr(logs["mse"])
@@ -196,6 +209,8 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
              runs_dir: Path, log) -> Plan:
     spec = models.get(model)
     file_values = read_yaml(config_file) if config_file else {}
+    file_train = split_settings(file_values, spec.config_class)[0]
+    device = resolve_device(flags.get("device", file_train.get("device", TrainConfig.device)))
     if spec.trains_on == "codes":
         if dataset is not None:
             raise UsageError(f"`dataset`: a {spec.display_name} trains on the codes of another run's data; "
@@ -205,18 +220,19 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
         parent = runs.load_checkpoint(parent_dir, accept=parents)
         log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {parent.run_dir}")
         cfg = resolve_config(model, _parent_shape(parent), file_values=file_values,
-                             flags={**flags, "dataset": parent.config.train.dataset}, file_name=config_file)
+                             flags={**flags, "dataset": parent.config.train.dataset}, file_name=config_file,
+                             device_type=device.type)
         cfg.source = parent.config.dataset_source
         cfg.parent = {"run": str(parent.run_dir.resolve()), "fingerprint": parent.model.code_fingerprint()}
         return Plan(cfg, spec, parent=parent, data_label=_label(cfg.source, parent.config.train.dataset))
     if parent_run is not None:
         raise UsageError(f"`run` names the run whose codes a model learns; a {spec.display_name} trains on images")
-    file_train, file_model = split_settings(file_values, spec.config_class)
+    file_model = split_settings(file_values, spec.config_class)[1]
     name = dataset if dataset is not None else file_train.get("dataset", TrainConfig.dataset)
     source = D.resolve_dataset(name)
     cfg = resolve_config(model, _image_shape(name, file_model), file_values=file_values,
                          flags={**flags, **({"dataset": dataset} if dataset is not None else {})},
-                         file_name=config_file)
+                         file_name=config_file, device_type=device.type)
     cfg.source = source.source
     return Plan(cfg, spec, data_label=source.label)
 
@@ -290,7 +306,8 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
           progress: TrainProgress | None = None) -> TrainResult:
     """Train a new run (or resume one) and return its directory and final metrics.
 
-    `flags`: settings of the training or of the model that win over the config file.
+    `flags`: settings of the training or of the model that win over the config file. Under torchrun,
+    each process trains its share (distributed.py); rank 0 writes the run.
     """
     progress = progress or TrainProgress()
     log = progress.log
@@ -307,155 +324,231 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         plan = plan_resume(Path(resume), flags, given, log)
     else:
         plan = plan_new(model or models.DEFAULT_MODEL, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
-    cfg, spec = plan.config, plan.spec
+    device = resolve_device(plan.config.train.device)
+    ranks = distributed.join(device.type)
+    if device.type == "cuda" and ranks.many:
+        device = torch.device("cuda", ranks.local)
+    try:
+        with denormals_flushed():
+            session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True))
+            return session.run(out, name)
+    finally:
+        distributed.leave()
 
-    device = resolve_device(cfg.train.device)
-    with denormals_flushed():
-        return _run(plan, device, out, name, progress)
 
+class Session:
+    """One training session of a planned run: data, model, optimizer, run directory, record, checkpoints."""
 
-def _run(plan: Plan, device: torch.device, out: Path | None, name: str | None, progress: TrainProgress) -> TrainResult:
-    """Load the data, build the model and the run directory, and train."""
-    cfg, spec = plan.config, plan.spec
-    log = progress.log
-    generator = seed_everything(cfg.train.seed)
+    def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress):
+        self.plan, self.cfg, self.spec = plan, plan.config, plan.spec
+        self.device, self.ranks, self.progress, self.log = device, ranks, progress, progress.log
+        self.on_images = self.spec.trains_on == "images"
+        self.rows: list[dict] = []
+        self.committed = 0            # the last epoch whose checkpoint is on disk
+        self.run_dir: Path | None = plan.run_dir
+        self.run_log: RunLog | None = None
 
-    # Data: decoded once, cached, then kept in memory (on the GPU when training there).
-    img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, log)
-    labels_wanted = getattr(cfg.model_config, "num_classes", None) != 0
-    train_y = img.train_labels if labels_wanted else None
-    test_y = img.test_labels if labels_wanted else None
-    if img.train_images.shape[0] < 1 or img.test_images.shape[0] < 1:
-        raise DatasetError(f"{img.source}: too few images to train ({img.train_images.shape[0]} for training, "
-                           f"{img.test_images.shape[0]} held out); a dataset needs at least 2 images")
-    if plan.parent is not None:
-        plan.parent.model.to(device)
-        train_x = D.map_batches(plan.parent.model.encode_indices, img.train_images, batch_size=256, device=device)
-        test_x = D.map_batches(plan.parent.model.encode_indices, img.test_images, batch_size=256, device=device)
-    else:
-        train_x, test_x = img.train_images, img.test_images
-    on_images = spec.trains_on == "images"
-    batches = D.Batches(train_x, train_y, cfg.train.batch_size, augment=cfg.train.augment and on_images,
-                        device=device, generator=generator, scale=on_images)
-    test_batches = D.Batches(test_x, test_y, cfg.train.eval_batch_size, shuffle=False, device=device,
-                             scale=on_images)
+    # ------------------------------------------------------------------ steps
 
-    check_fits(spec, cfg.model_config, device)
-    net = spec.build(cfg.model_config).to(device)
-    if on_images:  # convolutional models run faster on channels-last tensors, on CPU and GPU alike
-        net = net.to(memory_format=torch.channels_last)
-    # The fused Adam step is one kernel instead of several per parameter.
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                 fused=device.type in ("cpu", "cuda"))
-    schedule = lr_lambda(cfg.train.lr_schedule, cfg.train.epochs * len(batches))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    start_epoch, start_step, running, rows = 0, 0, None, []
-    if plan.resume is not None:
-        state = plan.resume
-        net.load_state_dict(plan.weights)
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, start_step = int(state["epoch"]), int(state.get("step", 0))
-        torch.set_rng_state(state["torch_rng"])
-        generator.set_state(state["data_rng"])
-        running = state.get("running")
-        rows = runs.read_metrics(plan.run_dir / runs.METRICS, upto_epoch=start_epoch)
-        # continue the schedule where the run stopped (over the new total of epochs)
-        done = start_epoch * len(batches) + start_step
-        scheduler.last_epoch = done
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
-            group["lr"] = base * schedule(done)
+    def load_data(self) -> None:
+        """Decoded once and cached (rank 0 first: the others then read its cache), then in memory."""
+        plan, cfg = self.plan, self.cfg
+        if not self.ranks.main:
+            distributed.barrier(self.ranks)
+        img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, self.log,
+                                self.progress.counter("decoding"))
+        if self.ranks.main:
+            distributed.barrier(self.ranks)
+        if img.train_images.shape[0] < 1 or img.test_images.shape[0] < 1:
+            raise DatasetError(f"{img.source}: too few images to train ({img.train_images.shape[0]} for "
+                               f"training, {img.test_images.shape[0]} held out); a dataset needs at least 2 images")
+        labels_wanted = getattr(cfg.model_config, "num_classes", None) != 0
+        train_y = img.train_labels if labels_wanted else None
+        test_y = img.test_labels if labels_wanted else None
+        if plan.parent is not None:   # a model of codes learns the parent's code grids, computed once
+            encode = plan.parent.model.to(self.device).encode_indices
+            train_x = D.map_batches(encode, img.train_images, batch_size=256, device=self.device)
+            test_x = D.map_batches(encode, img.test_images, batch_size=256, device=self.device)
+        else:
+            train_x, test_x = img.train_images, img.test_images
+        on_host = img.mapped and plan.parent is None   # memory-mapped images; a parent's codes are in memory
+        if on_host:
+            self.log("The dataset is larger than a quarter of this machine's memory: batches are read from the "
+                     "memory-mapped cache" if cfg.train.data_in_memory == "auto" else
+                     "Batches are read from the memory-mapped cache (data_in_memory: no)")
+        self.img, self.train_x, self.test_x = img, train_x, test_x
+        self.generator = seed_everything(cfg.train.seed)
+        self.batches = D.Batches(train_x, train_y, cfg.train.batch_size, device=self.device, on_host=on_host,
+                                 augment=cfg.train.augment and self.on_images, generator=self.generator,
+                                 scale=self.on_images, rank=self.ranks.rank, world=self.ranks.world)
+        self.test_batches = D.Batches(test_x, test_y, cfg.train.eval_batch_size, shuffle=False, device=self.device,
+                                      scale=self.on_images, on_host=on_host)
 
-    if plan.run_dir is None:
-        run_dir = runs.new_run_dir(Path(out or "runs"), name or runs.run_name(cfg.model, plan.data_label))
-        cfg.save_yaml(run_dir / runs.CONFIG)
-        log(f"Run directory: {run_dir}")
-    else:
-        run_dir = plan.run_dir
-    for note in plan.notes:
-        log(note)
-    what = "code grids" if plan.parent is not None else "images"
-    log(f"Training a {spec.display_name} on {img.source}: {len(train_x):,} training and "
-        f"{len(test_x):,} held-out {what}, on {device}")
+    def build(self) -> None:
+        """The model (wrapped for several processes and compiled where asked), optimizer, schedule, resume state."""
+        cfg, device = self.cfg, self.device
+        check_fits(self.spec, cfg.model_config, device)
+        net = self.spec.build(cfg.model_config).to(device)
+        if self.on_images:  # convolutional models run faster on channels-last tensors, on CPU and GPU alike
+            net = net.to(memory_format=torch.channels_last)
+        self.precision = resolve_precision(cfg.train.precision, device)
+        train_net = net
+        if self.ranks.many:
+            if device.type == "cuda":
+                train_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_net)
+            train_net = DistributedDataParallel(train_net, device_ids=[device.index] if device.type == "cuda" else None)
+        if cfg.train.compile:
+            train_net = torch.compile(train_net)
+        # The fused Adam step is one kernel instead of several per parameter.
+        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                                          fused=device.type in ("cpu", "cuda"))
+        steps = len(self.batches)
+        schedule = lr_lambda(cfg.train.lr_schedule, cfg.train.epochs * steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.start_epoch, self.start_step, self.running = 0, 0, None
+        if self.plan.resume is not None:
+            state = self.plan.resume
+            net.load_state_dict(self.plan.weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.start_epoch, self.start_step = int(state["epoch"]), int(state.get("step", 0))
+            torch.set_rng_state(state["torch_rng"])
+            self.generator.set_state(state["data_rng"])
+            self.running = state.get("running")
+            self.rows = runs.read_metrics(self.plan.run_dir / runs.METRICS, upto_epoch=self.start_epoch)
+            # continue the schedule where the run stopped (over the new total of epochs)
+            done = self.start_epoch * steps + self.start_step
+            self.scheduler.last_epoch = done
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = base * schedule(done)
+        self.committed = self.start_epoch
+        self.net, self.train_net = net, train_net
 
-    info = {"dataset_source": img.source, "class_names": img.class_names, "image_size": img.image_size,
-            "channels": img.channels, "train_images": len(train_x), "test_images": len(test_x)}
-    originals = img.test_images[: cfg.train.grid_images].to(device).float().div(255) if on_images else None
-    committed = {"epoch": start_epoch}   # the last epoch whose checkpoint is on disk
+    def open_run_dir(self, out: Path | None, name: str | None) -> None:
+        """A new run's directory (rank 0), and the record of its steps."""
+        cfg = self.cfg
+        if self.run_dir is None:
+            self.run_dir = runs.new_run_dir(Path(out or "runs"), name or runs.run_name(cfg.model, self.plan.data_label))
+            cfg.save_yaml(self.run_dir / runs.CONFIG)
+            self.log(f"Run directory: {self.run_dir}")
+        for note in self.plan.notes:
+            self.log(note)
+        what = "code grids" if self.plan.parent is not None else "images"
+        where = f"{self.ranks.world} processes" + (" (one per GPU)" if self.device.type == "cuda" else "") \
+            if self.ranks.many else str(self.device)
+        self.log(f"Training a {self.spec.display_name} on {self.img.source}: {len(self.train_x):,} training and "
+                 f"{len(self.test_x):,} held-out {what}, on {where}"
+                 + (f", in {self.precision}" if self.precision != "fp32" else ""))
+        self.run_log = RunLog(self.run_dir, self.start_epoch * len(self.batches) + self.start_step, self.log)
 
-    def on_epoch_end(tr: Trainer) -> None:
-        test_logs = evaluate(net, test_batches)
+    def on_epoch_end(self, tr: Trainer) -> None:
+        """Evaluate, draw the pictures and commit the epoch's checkpoint (pictures and files: rank 0)."""
+        net, cfg = self.net, self.cfg
+        test_logs = evaluate(net, self.test_batches, self.precision, self.device.type)
         row = {"epoch": tr.epoch, **{f"train_{k}": v for k, v in tr.epoch_logs.items()
                                       if k not in ("img_per_s", "seconds")},
                **{f"test_{k}": v for k, v in test_logs.items()},
-               "img_per_s": tr.epoch_logs["img_per_s"], "seconds": tr.epoch_logs["seconds"]}
-        ctx = models.PictureContext(originals, img.class_names, plan.parent.model if plan.parent else None,
+               "img_per_s": tr.epoch_logs["img_per_s"] * self.ranks.world, "seconds": tr.epoch_logs["seconds"]}
+        if not distributed.ranks_agree(net, self.ranks):
+            raise RunError(f"the {self.ranks.world} processes hold different weights after epoch {tr.epoch}; "
+                           "this is a bug in vqgen's distributed training: train on one device")
+        tr.epoch_logs = {**{k: v for k, v in tr.epoch_logs.items() if k != "seconds"},
+                         **{f"test_{k}": v for k, v in test_logs.items() if k in SHOWN_TEST}}
+        if not self.ranks.main:
+            return
+        originals = self.img.test_images[: cfg.train.grid_images].to(self.device).float().div(255) \
+            if self.on_images else None
+        ctx = models.PictureContext(originals, self.img.class_names,
+                                    self.plan.parent.model if self.plan.parent else None,
                                     torch.Generator().manual_seed(0))
         pictures = {}
         with torch.no_grad():
-            for pic in spec.pictures(net, ctx):
+            for pic in self.spec.pictures(net, ctx):
                 pictures[pic.name] = images.render_grid(pic.images, pic.nrow, row_labels=pic.row_labels,
                                                         col_labels=pic.col_labels, title=f"epoch {tr.epoch}")
-                images.save_image(pictures[pic.name], runs.picture_path(run_dir, pic.name, tr.epoch))
-        if spec.keeps_latents and tr.epoch == tr.epochs:
+                images.save_image(pictures[pic.name], runs.picture_path(self.run_dir, pic.name, tr.epoch))
+        if self.spec.keeps_latents and tr.epoch == tr.epochs:
             net.eval()
-            runs.save_latents(run_dir, D.map_batches(net.encode, train_x, device=device))
-        resume_state = {"optimizer": optimizer.state_dict(), "epoch": tr.epoch, "step": 0,
-                        "torch_rng": torch.get_rng_state(), "data_rng": generator.get_state()}
-        metrics = {k: v for k, v in row.items() if isinstance(v, (int, float))}
+            runs.save_latents(self.run_dir, D.map_batches(net.encode, self.train_x, device=self.device))
+        resume_state = {"optimizer": self.optimizer.state_dict(), "epoch": tr.epoch, "step": 0,
+                        "torch_rng": torch.get_rng_state(), "data_rng": self.generator.get_state()}
+        info = {"dataset_source": self.img.source, "class_names": self.img.class_names,
+                "image_size": self.img.image_size, "channels": self.img.channels,
+                "train_images": len(self.train_x), "test_images": len(self.test_x), "epoch": tr.epoch,
+                "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
+                "precision": self.precision, "processes": self.ranks.world}
         with interrupts_deferred():
-            runs.commit_epoch(run_dir, net, cfg, {**info, "epoch": tr.epoch, "metrics": metrics},
-                              resume_state, rows + [row])
-            rows.append(row)
-            committed["epoch"] = tr.epoch
-        run_log.epoch(tr.global_step, test_logs, pictures)
-        tr.epoch_logs = {**{k: v for k, v in tr.epoch_logs.items() if k != "seconds"},
-                         **{f"test_{k}": v for k, v in test_logs.items() if k in SHOWN_TEST}}
+            runs.commit_epoch(self.run_dir, net, cfg, info, resume_state, self.rows + [row])
+            self.rows.append(row)
+            self.committed = tr.epoch
+        self.run_log.epoch(tr.global_step, test_logs, pictures)
 
-    trainer = Trainer(net, optimizer, batches, epochs=cfg.train.epochs, start_epoch=start_epoch,
-                      start_step=start_step, running=running, scheduler=scheduler,
-                      grad_clip=cfg.train.grad_clip, progress=progress)
-    trainer.add_callback("on_epoch_end", on_epoch_end)
-    run_log = RunLog(run_dir, start_epoch * len(batches) + start_step, log)
-    trainer.add_callback("on_log", lambda tr: run_log.step(tr.global_step, tr.epoch + tr.step / len(batches),
-                                                           tr.step_logs))
-    try:
-        trainer.run()
-    except KeyboardInterrupt:
-        return _interrupted(trainer, run_dir, net, optimizer, committed["epoch"], len(batches), rows, log)
-    except Exception as e:
-        nothing_saved = committed["epoch"] == 0 and plan.run_dir is None
-        if nothing_saved:   # a new run that never finished an epoch: leave no empty run behind
-            shutil.rmtree(run_dir, ignore_errors=True)
+    # ------------------------------------------------------------------ the whole session
+
+    def run(self, out: Path | None, name: str | None) -> TrainResult:
+        self.load_data()
+        self.build()
+        if self.ranks.main:
+            self.open_run_dir(out, name)
+        trainer = Trainer(self.train_net, self.optimizer, self.batches, epochs=self.cfg.train.epochs,
+                          start_epoch=self.start_epoch, start_step=self.start_step, running=self.running,
+                          scheduler=self.scheduler, grad_clip=self.cfg.train.grad_clip, progress=self.progress,
+                          precision=self.precision, device_type=self.device.type)
+        trainer.add_callback("on_epoch_end", self.on_epoch_end)
+        if self.run_log is not None:
+            steps = len(self.batches)
+            trainer.add_callback("on_log", lambda tr: self.run_log.step(tr.global_step, tr.epoch + tr.step / steps,
+                                                                        tr.step_logs))
+        try:
+            trainer.run()
+        except KeyboardInterrupt:
+            return self.interrupted(trainer)
+        except Exception as e:
+            raise self.failed(e) from None
+        finally:
+            if self.run_log is not None:
+                self.run_log.close()
+        return self.finish()
+
+    def failed(self, e: Exception) -> Exception:
+        """The error to report; a new run that never finished an epoch leaves no empty directory behind."""
+        nothing_saved = self.committed == 0 and self.plan.run_dir is None
+        if nothing_saved and self.ranks.main and self.run_dir is not None:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         if isinstance(e, NonFiniteLoss):
             if nothing_saved:
-                raise NonFiniteLoss(f"{e}; no epoch had finished, so nothing was saved (the run directory is "
-                                    "removed): lower `lr` and train again") from None
-            raise NonFiniteLoss(f"{e}; the last good checkpoint is kept (epoch {committed['epoch']}): "
-                                f"lower `lr` and resume, or retrain") from None
-        raise
-    finally:
-        run_log.close()
-    plots.save(plots.curves_figure([(run_dir.name, read_steps(run_dir / STEPS), rows)],
-                                   title=f"{spec.display_name} on {cfg.train.dataset}  ({run_dir.name})"),
-               run_dir / runs.CURVES)
-    return TrainResult(run_dir, rows[-1] if rows else {})
+                return NonFiniteLoss(f"{e}; no epoch had finished, so nothing was saved (the run directory is "
+                                     "removed): lower `lr` and train again")
+            return NonFiniteLoss(f"{e}; the last good checkpoint is kept (epoch {self.committed}): "
+                                 f"lower `lr` and resume, or retrain")
+        if "torch._dynamo" in type(e).__module__ or "torch._inductor" in type(e).__module__:
+            return RunError(f"torch.compile failed ({type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''});"
+                            " train without `compile`")
+        return e
 
+    def finish(self) -> TrainResult:
+        if self.ranks.main:
+            plots.save(plots.curves_figure([(self.run_dir.name, read_steps(self.run_dir / STEPS), self.rows)],
+                                           title=f"{self.spec.display_name} on {self.cfg.train.dataset}  "
+                                                 f"({self.run_dir.name})"),
+                       self.run_dir / runs.CURVES)
+        return TrainResult(self.run_dir, self.rows[-1] if self.rows else {})
 
-def _interrupted(trainer: Trainer, run_dir: Path, net, optimizer, committed: int, steps: int, rows: list,
-                 log) -> TrainResult:
-    """Ctrl-C: keep the last committed epoch as it is; save the state since then, if any, to resume at."""
-    epochs = trainer.epochs
-    step = trainer.step if trainer.epoch == committed else steps   # past the epoch's batches, before its commit
-    if step == 0:
-        log(f"Interrupted after epoch {committed} of {epochs}: {run_dir} is saved. "
-            f"Continue with: vqgen train --resume {run_dir}")
-    else:
-        runs.save_interrupted(run_dir, {
-            "model": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-            "optimizer": optimizer.state_dict(), "epoch": committed, "step": step,
-            "torch_rng": torch.get_rng_state(), "data_rng": trainer.epoch_start_rng,
-            "running": trainer.running.state()})
-        kept = f"the checkpoint of epoch {committed} is kept" if committed else "no epoch had finished"
-        log(f"Interrupted in epoch {committed + 1} of {epochs} at step {step} of {steps}: saved that state "
-            f"({kept}). Continue with: vqgen train --resume {run_dir}")
-    return TrainResult(run_dir, rows[-1] if rows else {}, interrupted=True)
+    def interrupted(self, trainer: Trainer) -> TrainResult:
+        """Ctrl-C: keep the last committed epoch as it is; save the state since then, if any, to resume at."""
+        if not self.ranks.main:
+            return TrainResult(self.run_dir, {}, interrupted=True)
+        epochs, steps, committed = trainer.epochs, len(self.batches), self.committed
+        step = trainer.step if trainer.epoch == committed else steps   # past the epoch's batches, before its commit
+        if step == 0:
+            self.log(f"Interrupted after epoch {committed} of {epochs}: {self.run_dir} is saved. "
+                     f"Continue with: vqgen train --resume {self.run_dir}")
+        else:
+            runs.save_interrupted(self.run_dir, {
+                "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                "optimizer": self.optimizer.state_dict(), "epoch": committed, "step": step,
+                "torch_rng": torch.get_rng_state(), "data_rng": trainer.epoch_start_rng,
+                "running": trainer.running.state()})
+            kept = f"the checkpoint of epoch {committed} is kept" if committed else "no epoch had finished"
+            self.log(f"Interrupted in epoch {committed + 1} of {epochs} at step {step} of {steps}: saved that "
+                     f"state ({kept}). Continue with: vqgen train --resume {self.run_dir}")
+        return TrainResult(self.run_dir, self.rows[-1] if self.rows else {}, interrupted=True)

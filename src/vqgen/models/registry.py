@@ -78,6 +78,7 @@ class ModelSpec:
     sample_options: tuple[str, ...] = ()        # keyword options of its `sample`
     sample_defaults: dict = field(default_factory=dict)
     keeps_latents: bool = False                 # store the training latents when a run ends (for sampling)
+    gpu_defaults: dict = field(default_factory=dict)   # training settings on a GPU: bigger batches keep it busy
     description: str = ""                       # one line for --help
 
     def __post_init__(self):

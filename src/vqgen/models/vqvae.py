@@ -182,5 +182,6 @@ register(ModelSpec(
     name="vqvae", display_name="VQ-VAE", model_class=VQVAE, config_class=VQVAEConfig,
     defaults=defaults, pictures=reconstruction_picture,
     operations=frozenset({"reconstruct", "interpolate", "encode", "codes"}),
+    gpu_defaults={"batch_size": 512, "lr": 3e-2, "epochs": 10},
     description="a VQ-VAE: images -> a grid of codes from a learned codebook -> images",
 ))

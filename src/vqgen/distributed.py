@@ -1,0 +1,108 @@
+"""Training on several GPUs (or CPU processes) with torch.distributed.
+
+`torchrun --nproc-per-node N -m vqgen train ...` starts N processes; each
+finds its rank in the environment torchrun sets, joins the process group
+(NCCL on GPUs, gloo on CPUs) and trains its share of each batch inside
+DistributedDataParallel. `vqgen train --devices N` starts torchrun itself.
+
+What stays one across ranks: the weights (DDP averages the gradients), the
+codebook (the quantiser sums its statistics over ranks, see
+models/quantizer.py), the data order and augmentation (every rank draws the
+same random numbers and takes its slice of each batch). Only rank 0 writes
+the run directory, shows progress and saves checkpoints. When training ends,
+every rank's weights and buffers are compared, and a difference is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from vqgen.errors import RunError, UsageError
+
+
+@dataclass
+class Ranks:
+    rank: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def many(self) -> bool:
+        return self.world > 1
+
+
+def launched_world() -> int:
+    """The number of processes torchrun started this one among (1 when not under torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def join(device_type: str) -> Ranks:
+    """Join the process group torchrun set up, if any."""
+    world = launched_world()
+    if world == 1:
+        return Ranks()
+    if not dist.is_available():
+        raise RunError("this PyTorch has no torch.distributed; train on one device")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device_type == "cuda":
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"`devices` {world}: this machine has {torch.cuda.device_count()} GPUs")
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
+    return Ranks(dist.get_rank(), dist.get_world_size(), local)
+
+
+def leave() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ranks: Ranks) -> None:
+    if ranks.many:
+        dist.barrier()
+
+
+def fingerprint(module: torch.nn.Module) -> str:
+    """A hash of every weight and buffer, to compare ranks."""
+    h = hashlib.sha1()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def ranks_agree(module: torch.nn.Module, ranks: Ranks) -> bool:
+    """Whether every rank holds the same weights and buffers."""
+    if not ranks.many:
+        return True
+    prints = [None] * ranks.world
+    dist.all_gather_object(prints, fingerprint(module))
+    return len(set(prints)) == 1
+
+
+def launch(devices: int, argv: list[str]) -> subprocess.CompletedProcess:
+    """Run `vqgen train` with these arguments in `devices` processes through torchrun; stdout is captured."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
+           "-m", "vqgen", "train", *argv]
+    # Each process gets its share of the cores (torchrun would give each one thread, with a banner saying so).
+    threads = str(max(1, (os.cpu_count() or 1) // devices))
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        out, _ = proc.communicate()
+    except KeyboardInterrupt:   # Ctrl-C reaches every rank too: let rank 0 save, then report
+        out, _ = proc.communicate()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
