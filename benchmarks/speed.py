@@ -6,6 +6,7 @@ the data pipeline against the usual per-sample PIL-transform DataLoader.
 
     python benchmarks/speed.py                 # everything, on the default device
     python benchmarks/speed.py --device cuda --only vqvae vae
+    python benchmarks/speed.py --device cuda --batch-sizes "vqvae=256,1024;vae=512"
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
+from vqgen import models
 from vqgen.data import Batches
-from vqgen.models import VAE, VQVAE, CodePrior, PriorConfig, VAEConfig, VQVAEConfig
-from vqgen.training import resolve_device
+from vqgen.trainer import autocast
+from vqgen.training import resolve_device, resolve_precision
 
 
 def sync(device):
@@ -30,12 +32,11 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_steps(model, batch_fn, device, steps, warmup=3) -> float:
+def time_steps(model, batch_fn, device, steps, precision="fp32", warmup=3) -> float:
+    """Images (or code grids) per second of the trainer's step: forward, loss, backward, clipped fused Adam."""
     model.train()
-    conv = not isinstance(model, CodePrior)
-    if conv:
-        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     n = 0
     for i in range(warmup + steps):
         if i == warmup:
@@ -43,41 +44,68 @@ def time_steps(model, batch_fn, device, steps, warmup=3) -> float:
             t0 = time.perf_counter()
             n = 0
         batch = batch_fn()
-        out = model(*batch)
+        with autocast(device.type, precision):
+            out = model(*batch)
         opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        if scaler:
+            scaler.scale(out["loss"]).backward()
+            scaler.unscale_(opt)
+        else:
+            out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt) if scaler else opt.step()
+        if scaler:
+            scaler.update()
         n += batch[0].shape[0]
     sync(device)
     return n / (time.perf_counter() - t0)
 
 
+SHAPES = {"vqvae": models.ImageShape(28, 1), "vae": models.ImageShape(96, 3), "prior": models.CodeShape(512, 7, 10)}
+
+
+def model_and_batch(name: str, batch_size: int, device):
+    """The model as `vqgen train` builds it for its data, and a random batch of that data's shape."""
+    spec = models.get(name)
+    shape = SHAPES[name]
+    model = spec.build(spec.config(spec.defaults(shape)[1])).to(device)
+    if spec.trains_on == "codes":
+        batch = (torch.randint(0, shape.codebook_size, (batch_size, shape.grid, shape.grid), device=device),
+                 torch.randint(0, shape.num_classes, (batch_size,), device=device))
+    else:
+        model = model.to(memory_format=torch.channels_last)
+        batch = (torch.rand(batch_size, shape.channels, shape.size, shape.size, device=device)
+                 .contiguous(memory_format=torch.channels_last),)
+    return model, batch
+
+
 def bench_models(device, only, steps, batch_sizes):
+    """Each model at fp32 and batch 64, and at the automatic GPU settings (its gpu_defaults batch, and bf16 or
+    fp16 on a GPU); extra batch sizes with --batch-sizes."""
     results = {}
-    if "vqvae" in only:
-        for bs in batch_sizes.get("vqvae", [64]):
-            m = VQVAE(VQVAEConfig()).to(device)
-            x = torch.rand(bs, 1, 28, 28, device=device).contiguous(memory_format=torch.channels_last)
-            results[f"train vqvae 28x28 (batch {bs})"] = time_steps(m, lambda: (x,), device, steps)
-    if "vae" in only:
-        for bs in batch_sizes.get("vae", [64]):
-            m = VAE(VAEConfig()).to(device)
-            x = torch.rand(bs, 3, 96, 96, device=device).contiguous(memory_format=torch.channels_last)
-            results[f"train vae 96x96 (batch {bs})"] = time_steps(m, lambda: (x,), device, max(3, steps // 4))
-    if "prior" in only:
-        for bs in batch_sizes.get("prior", [128]):
-            p = CodePrior(PriorConfig(codebook_size=512, grid=7, num_classes=10)).to(device)
-            c = torch.randint(0, 512, (bs, 7, 7), device=device)
-            y = torch.randint(0, 10, (bs,), device=device)
-            results[f"train prior 7x7 codes (batch {bs})"] = time_steps(p, lambda: (c, y), device, steps)
-        p.eval()
-        for guidance in (1.0, 1.5):
-            sync(device)
-            t0 = time.perf_counter()
-            p.sample(64, torch.arange(64, device=device) % 10, guidance=guidance)
-            sync(device)
-            results[f"prior: seconds to sample 64 code grids (guidance {guidance})"] = time.perf_counter() - t0
+    auto = resolve_precision("auto", device)
+    for name in ("vqvae", "vae", "prior"):
+        if name not in only:
+            continue
+        spec = models.get(name)
+        settings = [(64, "fp32")] + [(b, "fp32") for b in batch_sizes.get(name, [])]
+        settings.append((spec.gpu_defaults.get("batch_size", 64), auto if device.type == "cuda" else "fp32"))
+        seen = set()
+        for bs, precision in settings:
+            if (bs, precision) in seen:
+                continue
+            seen.add((bs, precision))
+            model, batch = model_and_batch(name, bs, device)
+            n = steps if name != "vae" else max(3, steps // 4)
+            results[f"train {name} (batch {bs}, {precision})"] = time_steps(model, lambda: batch, device, n, precision)
+        if name == "prior":
+            p = model_and_batch("prior", 64, device)[0].eval()
+            for guidance in (1.0, 1.5):
+                sync(device)
+                t0 = time.perf_counter()
+                p.sample(64, torch.arange(64, device=device) % 10, guidance=guidance)
+                sync(device)
+                results[f"prior: seconds to sample 64 code grids (guidance {guidance})"] = time.perf_counter() - t0
     return results
 
 
@@ -125,9 +153,10 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--data-images", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--batch-sizes", default="", help="e.g. vqvae=64,512;vae=64,256")
+    ap.add_argument("--batch-sizes", default="", help="more batch sizes at fp32, e.g. vqvae=256,1024;vae=128")
     args = ap.parse_args()
     device = resolve_device(args.device)
+    torch.set_flush_denormal(True)   # as training does
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     sizes = {}

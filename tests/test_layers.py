@@ -14,7 +14,7 @@ LAYERS = {
     "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
     "training": 3, "generate": 3,
     "api": 4, "tasks": 4,
-    "cli": 5, "__init__": 5, "__main__": 6,
+    "demo": 5, "__init__": 5, "cli": 6, "__main__": 7,
 }
 SIDEWAYS = {("runs", "config"), ("tasks", "api")}   # the run format holds a config; tasks use the API's Model
 

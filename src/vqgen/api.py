@@ -332,13 +332,15 @@ class Model:
 
     def sample(self, n: int = 16, *, digit: int | None = None, class_name: str | None = None,
                temperature: float | None = None, top_k: int | None = None, guidance: float | None = None,
-               sampler: str | None = None, seed: int | None = None, log: Log = _quiet) -> "torch.Tensor":
+               sampler: str | None = None, seed: int | None = None, log: Log = _quiet,
+               preview: "Callable[[torch.Tensor, float], None] | None" = None) -> "torch.Tensor":
         """n new images (n, C, H, W) in [0, 1].
 
         A VAE draws z ~ N(0, T^2 I) (`sampler="prior"`) or mixes of training latents ("mix"). A VQ-VAE
         samples through the newest prior trained on its codes: `digit` or `class_name` picks a class
         (default: every class in turn), with `temperature` (0.7), `top_k` and `guidance` (1.5).
-        `seed` makes the draw repeatable.
+        `seed` makes the draw repeatable. `preview(images, done)`, for a sampler that draws one code
+        at a time, receives the images so far about twice a second (rows not yet drawn are grey).
         """
         import torch
 
@@ -351,7 +353,7 @@ class Model:
             self._sampler = generate.find_sampler(self.checkpoint, log)
         label = generate.class_label(self._sampler, digit, class_name)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return generate.sample(self._sampler, n, label=label, generator=generator, **options)
+        return generate.sample(self._sampler, n, label=label, generator=generator, preview=preview, **options)
 
     @property
     def sample_classes(self) -> list[str] | None:
@@ -361,6 +363,23 @@ class Model:
         if self._sampler is None:
             self._sampler = generate.find_sampler(self.checkpoint)
         return self._sampler.class_names if getattr(self._sampler.checkpoint.model, "conditional", False) else None
+
+    @property
+    def sample_options(self) -> tuple[str, ...]:
+        """The options `sample` takes for this model (e.g. temperature, top_k, guidance; sampler for a VAE)."""
+        from vqgen import generate
+
+        if self._sampler is None:
+            self._sampler = generate.find_sampler(self.checkpoint)
+        names = {"temperature", "top_k", "guidance", "sampler"}
+        return tuple(o for o in self._sampler.spec.sample_options if o in names)
+
+    def metrics(self) -> list[dict]:
+        """The run's held-out figures, one dict per finished epoch (empty for a bare weights file)."""
+        from vqgen import runs
+
+        path = self.run_dir / runs.METRICS
+        return runs.read_metrics(path, upto_epoch=self.checkpoint.epoch) if path.is_file() else []
 
     @property
     def sampler_run(self) -> Path:

@@ -475,5 +475,25 @@ def map_cmd(
     finish(report)
 
 
+@app.command(epilog="Examples:\n\n  vqgen demo\n\n  vqgen demo --run runs/vae-anime-faces --port 7861"
+             "\n\nNeeds the demo extra: pip install \"vqgen\\[demo]\"")
+@handle_errors
+def demo(
+    run: Optional[Path] = typer.Option(None, "--run", "-r", show_default="the latest run that can reconstruct",
+                                       help="Run directory or .safetensors file to show first."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder of runs the page lists."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on; others than 127.0.0.1 are "
+                             "reachable from other machines."),
+    port: int = typer.Option(7860, "--port", "-p", help="Port to serve on."),
+    share: bool = typer.Option(False, "--share", help="Also make a public link through Gradio's servers "
+                               "(needs the internet)."),
+    open_browser: bool = typer.Option(True, "--open/--no-open", help="Open the page in a web browser."),
+) -> None:
+    """A local web page to play with trained models: draw, morph, sample, watch training."""
+    from vqgen import demo as page
+
+    page.launch(run, out, host, port, share, open_browser, log=say)
+
+
 def main() -> None:
     app()

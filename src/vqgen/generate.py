@@ -13,6 +13,7 @@ space), and sampling is routed by what each registered model can do:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -219,12 +220,35 @@ def class_label(source: Sampler, digit: int | None, class_name: str | None) -> i
     return names.index(want)
 
 
+Preview = Callable[[torch.Tensor, float], None]
+
+
+def _previewer(decoder: torch.nn.Module, preview: Preview, every: float) -> Callable[[int, torch.Tensor], None]:
+    """An `on_code` hook that decodes the grids drawn so far, at most every `every` seconds."""
+    last = time.monotonic()
+
+    def on_code(done: int, grids: torch.Tensor) -> None:
+        nonlocal last
+        g = grids.shape[-1]
+        if done == g * g or time.monotonic() - last < every:
+            return
+        images = decoder.decode_indices(grids.to(next(decoder.parameters()).device)).cpu()
+        rows = done // g   # whole rows of codes drawn; the rest shown grey
+        images[..., rows * images.shape[-2] // g:, :] = 0.5
+        preview(images, done / (g * g))
+        last = time.monotonic()
+
+    return on_code
+
+
 @torch.no_grad()
 def sample(source: Sampler, n: int, *, label: int | None = None, generator: torch.Generator | None = None,
-           **options) -> torch.Tensor:
+           preview: Preview | None = None, preview_every: float = 0.5, **options) -> torch.Tensor:
     """n new images (n, C, H, W) in [0, 1] from `source`; `options` as its spec lists them.
 
     A model that samples by class draws `label`, or every class in turn when it is None.
+    `preview(images, done)`, where sampling goes one code at a time, is called at most every
+    `preview_every` seconds with the images so far (rows not yet drawn grey) and the share done.
     """
     spec, model = source.spec, source.checkpoint.model
     model.eval()
@@ -236,6 +260,8 @@ def sample(source: Sampler, n: int, *, label: int | None = None, generator: torc
                                 else torch.full((n,), label, dtype=torch.long, device=device))
     if spec.keeps_latents:
         kwargs["latents"] = lambda: runs.load_latents(source.checkpoint.run_dir)
+    if preview is not None and source.decoder is not None:
+        kwargs["on_code"] = _previewer(source.decoder.model, preview, preview_every)
     out = model.sample(n, generator=generator, **kwargs)
     if source.decoder is not None:
         decoder = source.decoder.model

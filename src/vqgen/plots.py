@@ -140,6 +140,26 @@ def _perplexity_axis(ax, runs, many: bool) -> None:
     right.set_ylim(bottom=0)
 
 
+def to_image(fig: "Figure") -> "Image.Image":
+    """A figure as a PIL image (for a page), closed afterwards."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", facecolor="white")
+    buf.seek(0)
+    return Image.open(buf).convert("RGB")
+
+
+def code_colours(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+    """Code grids (..., h, w) of indices as (..., h, w, 3) uint8 colours, one colour per code."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["turbo"]
+    return (cmap(codes / max(codebook_size - 1, 1))[..., :3] * 255).round().astype(np.uint8)
+
+
 def save(fig: "Figure", path: Path) -> Path:
     path = Path(path)
     with writing(path):

@@ -325,6 +325,8 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
     else:
         plan = plan_new(model or models.DEFAULT_MODEL, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
     device = resolve_device(plan.config.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True   # the batches keep one shape: let cuDNN pick its fastest kernels
     ranks = distributed.join(device.type)
     if device.type == "cuda" and ranks.many:
         device = torch.device("cuda", ranks.local)

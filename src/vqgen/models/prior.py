@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -167,12 +168,15 @@ class CodePrior(Model):
 
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, temperature: float = 1.0,
-               top_k: int = 0, guidance: float | None = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
+               top_k: int = 0, guidance: float | None = 1.0, generator: torch.Generator | None = None,
+               on_code: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
         """Code grids (n, grid, grid), one code at a time.
 
         `labels` None on a conditional prior draws without a class (where the
         prior learned to); `guidance` != 1 needs labels and a guidable prior
-        (None: the default guidance where the prior learned it).
+        (None: the default guidance where the prior learned it). `on_code(k,
+        grids)` is called after each of the grid's positions with the codes
+        drawn so far (the first k in raster order; the rest are 0).
         """
         # The default: guided where the prior learned it and a class is asked for.
         guidance = self.resolve_guidance(guidance) if guidance is not None or labels is not None else 1.0
@@ -200,6 +204,8 @@ class CodePrior(Model):
                 logits = logits.masked_fill(logits < kth, float("-inf"))
             probs = F.softmax(logits, dim=-1)
             codes[:, i] = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(device)
+            if on_code is not None:
+                on_code(i + 1, codes.view(n, self.cfg.grid, self.cfg.grid))
             if i + 1 < self.length:
                 e = self.code_embed(codes[:, i:i + 1])
                 h = self._inputs(torch.cat([e, e]) if guided else e, start, i + 1)
