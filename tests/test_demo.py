@@ -336,8 +336,17 @@ def test_the_page_in_a_real_browser(home, tmp_path):
             timings["draw: stroke to reconstruction (s)"] = time.monotonic() - t
             arr = np.asarray(recon.convert("L"))
             assert recon.size == (196, 196) and arr.std() > 3, "the reconstruction is blank"
-            seen, _ = image_at(page, "#seen")
+            seen, seen_src = image_at(page, "#seen")
             assert np.asarray(seen.convert("L")).max() > 200       # the stroke reached the model
+            _, recon_src = image_at(page, "#recon")
+            page.mouse.move(cx - 40, cy - 60)                     # a second stroke: a bar across the top
+            page.mouse.down()
+            page.mouse.move(cx + 20, cy - 60, steps=8)
+            t = time.monotonic()
+            page.mouse.up()
+            second, _ = image_at(page, "#recon", old=recon_src)
+            timings["draw: later stroke to reconstruction (s)"] = time.monotonic() - t
+            assert not (np.asarray(second.convert("L")) == arr).all()
             if os.environ.get("VQGEN_DEMO_SCREENSHOT"):
                 page.screenshot(path=os.environ["VQGEN_DEMO_SCREENSHOT"])
 
@@ -351,15 +360,16 @@ def test_the_page_in_a_real_browser(home, tmp_path):
             slider = page.locator("#morph-t input[type=range]")
             frames = [np.asarray(middle.convert("L"))]
             steps = []
-            for value in ("0", "1"):
+            for value in ("0", "0.25", "0.75", "1"):
                 slider.fill(value)
                 t = time.monotonic()
                 shown, src = image_at(page, "#morph-frame", old=src)
                 steps.append(time.monotonic() - t)
                 frames.append(np.asarray(shown.convert("L")))
+            timings["morph: slider step to frame (s, median)"] = sorted(steps)[len(steps) // 2]
             timings["morph: slider step to frame (s, worst)"] = max(steps)
             assert all(f.shape == (196, 196) and f.std() > 3 for f in frames)
-            assert not (frames[1] == frames[2]).all() and not (frames[0] == frames[1]).all()
+            assert not (frames[1] == frames[4]).all() and not (frames[0] == frames[1]).all()
 
             # Sample: the default is every class in turn.
             page.get_by_role("tab", name="Sample").click()

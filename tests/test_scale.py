@@ -89,6 +89,27 @@ def test_the_codebook_stays_one_across_ranks_and_a_difference_is_caught(tmp_path
     assert not torch.equal(r0["embed"], r1["embed"])    # after the deliberate change only
 
 
+@pytest.mark.parametrize("counted", [True, False])
+def test_dead_codes_restart_at_batch_rows_and_live_codes_stay(counted, monkeypatch):
+    """Both ways of restarting (counted on the CPU, masked as on a GPU) move only the dead codes, onto rows
+    of the batch."""
+    from vqgen.models.quantizer import VectorQuantizer
+
+    monkeypatch.setattr(VectorQuantizer, "count_dead_on_cpu", counted)
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=8, dim=2, kmeans_init=False, dead_code_threshold=1.0).train()
+    vq.cluster_size.copy_(torch.tensor([5.0, 0.1, 5.0, 0.2, 5.0, 5.0, 5.0, 0.3]))
+    dead = vq.cluster_size < 1.0
+    before = vq.embed.clone()
+    flat = torch.randn(50, 2)
+    vq._restart_dead_codes(flat)
+    assert torch.equal(vq.embed[~dead], before[~dead])
+    for code in vq.embed[dead]:
+        assert (flat == code).all(1).any()                  # each restarted code is a row of the batch
+    assert (vq.cluster_size[dead] == 1.0).all()
+    assert torch.allclose(vq.embed_sum[dead], vq.embed[dead])   # threshold 1: sum = code x 1
+
+
 def test_each_rank_takes_its_slice_of_the_same_global_batches():
     images = torch.arange(40, dtype=torch.uint8).view(40, 1, 1, 1).expand(40, 1, 4, 4).contiguous()
     labels = torch.arange(40)

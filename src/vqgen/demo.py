@@ -123,7 +123,7 @@ class Page:
         choices = [(f"{s.path.name}  ({s.model}, {s.epoch} epochs{'' if s.finished else ', training'})",
                     str(s.path)) for s in reversed(found)]
         if self.first_run is not None and str(self.first_run) not in {p for _, p in choices}:
-            choices.insert(0, (str(self.first_run), str(self.first_run)))
+            choices.insert(0, (self.first_run.name, str(self.first_run)))
         return choices
 
     def default_run(self) -> str | None:
@@ -152,6 +152,24 @@ class Page:
                 self._models = {k: m for k, m in self._models.items() if k[0] != key[0]}
                 self._models[key] = load(run)
             return self._models[key]
+
+    def warm(self, run: str | None) -> None:
+        """Make the first stroke and morph fast: load the run's data and run the model once, in the background."""
+        def work() -> None:
+            try:
+                m = self.model(run)
+                if m.spec.can("reconstruct"):
+                    import torch
+
+                    from vqgen import plots  # noqa: F401 - imported once here, not on the first stroke
+
+                    c, size, _ = m.image_shape
+                    m.reconstruct(torch.zeros(1, c, size, size))
+                    m.data()
+            except Exception:   # noqa: BLE001 - a failure shows when the user asks for that thing
+                pass
+
+        threading.Thread(target=work, daemon=True, name="vqgen-warm").start()
 
     def describe(self, run: str | None) -> str:
         """A line about the run: its model, epochs, data, images and last held-out figures."""
@@ -387,13 +405,13 @@ def build(page: Page):
                 sketch = gr.Sketchpad(value={"background": black, "layers": [], "composite": black},
                                       label="draw here", canvas_size=(CANVAS, CANVAS),
                                       fixed_canvas=True,
-                                      image_mode="RGBA", type="numpy", layers=False, transforms=(),
+                                      image_mode="RGBA", type="numpy", layers=False, transforms=(), format="png",
                                       brush=gr.Brush(default_size=22, colors=["#ffffff"], color_mode="fixed"),
                                       elem_id="sketch", height=CANVAS + 120, width=CANVAS + 40)
                 seen = gr.Image(label="as the model sees it", elem_id="seen", interactive=False, height=VIEW + 40, buttons=SAVE)
                 recon = gr.Image(label="reconstruction", elem_id="recon", interactive=False, height=VIEW + 40, buttons=SAVE)
                 codes = gr.Image(label="code grid (one colour per code)", elem_id="codes", interactive=False,
-                                 height=VIEW + 40)
+                                 height=VIEW + 40, buttons=SAVE)
             draw_note = gr.Markdown(elem_id="draw-note")
 
         with gr.Tab("Morph") as morph_tab:
@@ -448,6 +466,7 @@ def build(page: Page):
             try:
                 can = page.abilities(path)
                 text = page.describe(path)
+                page.warm(path)
             except Exception as e:   # noqa: BLE001
                 return (Page.message(e), *[gr.update()] * 8)
             classes = can["classes"]
@@ -476,8 +495,7 @@ def build(page: Page):
 
         # `input`: each stroke the user makes (`change` also fires when the page sets the value).
         sketch.input(guarded(on_draw, 4), [run, sketch], [seen, recon, codes, draw_note],
-                      trigger_mode="always_last", show_progress="hidden", concurrency_id="quick",
-                      concurrency_limit=4)
+                      trigger_mode="always_last", show_progress="hidden", queue=False)
 
         def on_morph(path, a_, b_, ua, ub, k, t_):
             fr, st, msg = page.morph(path, a_, b_, ua, ub, k)
@@ -486,7 +504,7 @@ def build(page: Page):
         go.click(guarded(on_morph, 4), [run, a, b, up_a, up_b, steps, t], [frames, strip, frame, morph_note],
                  concurrency_id="quick")
         t.change(lambda fr, t_: page.frame_at(fr, t_), [frames, t], frame, trigger_mode="always_last",
-                 show_progress="hidden", concurrency_id="quick")
+                 show_progress="hidden", queue=False)
         make_gif.click(guarded(lambda fr: (page.gif(fr), ""), 2), frames, [gif_file, morph_note])
 
         draw_samples.click(guarded(page.sample, 2),

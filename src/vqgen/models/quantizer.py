@@ -114,6 +114,8 @@ class VectorQuantizer(nn.Module):
         # Counts since the last `reset_usage()`: not saved with the weights.
         self.register_buffer("counts", torch.zeros(codebook_size), persistent=False)
 
+    count_dead_on_cpu = True   # False: the GPU's way everywhere (tests use it to check that path)
+
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._initted_known = False
@@ -157,14 +159,28 @@ class VectorQuantizer(nn.Module):
     @torch.no_grad()
     def _restart_dead_codes(self, flat: torch.Tensor) -> None:
         # Replace each dead code with a random encoder output from this batch, so every
-        # code is somewhere the data actually is. A random row is drawn for every code
-        # and used where the code is dead: no count of the dead, so no wait on a GPU.
-        dead = (self.cluster_size < self.dead_code_threshold).unsqueeze(1)
+        # code is somewhere the data actually is. (`cluster_size` is the same on every rank.)
+        dead = self.cluster_size < self.dead_code_threshold
+        if flat.device.type == "cpu" and self.count_dead_on_cpu:
+            # Counting the dead costs nothing here, and drawing rows only for them keeps
+            # CPU training exactly as before (the same random stream, the same codes).
+            num_dead = int(dead.sum())
+            if num_dead == 0:
+                return
+            picks = _from_rank_zero(flat[torch.randint(0, flat.shape[0], (num_dead,), device=flat.device)])
+            self.embed.data[dead] = picks
+            self.cluster_size[dead] = self.dead_code_threshold
+            if self.ema:
+                self.embed_sum[dead] = picks * self.dead_code_threshold
+            return
+        # On a GPU a count would make the step wait for it: a row is drawn for every code
+        # and used where the code is dead (a mask, not a count).
+        mask = dead.unsqueeze(1)
         picks = _from_rank_zero(flat[torch.randint(0, flat.shape[0], (self.codebook_size,), device=flat.device)])
-        self.embed.data.copy_(torch.where(dead, picks, self.embed.data))
-        self.cluster_size.copy_(torch.where(dead.squeeze(1), self.dead_code_threshold, self.cluster_size))
+        self.embed.data.copy_(torch.where(mask, picks, self.embed.data))
+        self.cluster_size.copy_(torch.where(dead, self.dead_code_threshold, self.cluster_size))
         if self.ema:
-            self.embed_sum.copy_(torch.where(dead, picks * self.dead_code_threshold, self.embed_sum))
+            self.embed_sum.copy_(torch.where(mask, picks * self.dead_code_threshold, self.embed_sum))
 
     def _flatten(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) latents as (B*H*W, D) rows, ready for the distance to each code."""
