@@ -222,7 +222,8 @@ class Page:
 
     # ------------------------------------------------------------------ morph
 
-    def endpoint(self, m: Model, spec: str | None, upload) -> Any:
+    @staticmethod
+    def endpoint(spec: str | None, upload) -> Any:
         if upload is not None:
             return upload
         spec = (spec or "").strip()
@@ -235,7 +236,7 @@ class Page:
         """The slider's frames (SLIDER_FRAMES, H, W, 3), the strip of `steps` frames, and a message."""
         m = self.model(run)
         check_steps(int(steps))
-        ea, eb = self.endpoint(m, a, upload_a), self.endpoint(m, b, upload_b)
+        ea, eb = self.endpoint(a, upload_a), self.endpoint(b, upload_b)
         frames = _uint8(m.interpolate(ea, eb, steps=SLIDER_FRAMES))
         strip = _uint8(m.interpolate(ea, eb, steps=int(steps)))
         return frames, _grid_uint8(strip, int(steps)), ""
@@ -511,12 +512,8 @@ def build(page: Page):
                            [run, n, klass, temperature, guidance, top_k, seed, sampler], [samples, sample_note],
                            concurrency_id="sample", concurrency_limit=1)
 
-        def on_watch(path):
-            pic, fig, text = page.watch(path)
-            return pic, fig, text
-
-        timer.tick(guarded(on_watch, 3), run, [picture, curves, watch_note], show_progress="hidden")
-        watch_tab.select(guarded(on_watch, 3), run, [picture, curves, watch_note]).then(
+        timer.tick(guarded(page.watch, 3), run, [picture, curves, watch_note], show_progress="hidden")
+        watch_tab.select(guarded(page.watch, 3), run, [picture, curves, watch_note]).then(
             lambda: gr.Timer(active=True), None, timer)
         for tab in (draw_tab, morph_tab, sample_tab):
             tab.select(lambda: gr.Timer(active=False), None, timer)
