@@ -139,7 +139,8 @@ def table(title: str | None = None, **kw) -> Table:
 
 @app.command(epilog="Examples:\n\n  vqgen train\n\n  vqgen train --model vae --dataset anime-faces --epochs 30"
              "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6"
-             "\n\n  vqgen train --model vae --dataset anime-faces --device cuda --devices 4")
+             "\n\n  vqgen train --model vae --dataset anime-faces --device cuda --devices 4"
+             "\n\n  vqgen train --quantizer fsq --name fsq-mnist")
 @handle_errors
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default="vqvae",
@@ -170,6 +171,10 @@ def train(
     devices: Optional[int] = typer.Option(None, "--devices", show_default="1",
                                           help="Train on this many GPUs (CPU processes without one), through torchrun; "
                                                "--batch-size is the global batch."),
+    quantizer: Optional[str] = typer.Option(None, "--quantizer", show_default="vq",
+                                            help="VQ-VAE: vq (learned codebook), fsq (fixed levels) or rvq (residual)."),
+    rotation_trick: bool = typer.Option(False, "--rotation-trick",
+                                        help="VQ-VAE with vq or rvq: gradients through the rotation trick."),
     quiet_flag: bool = QUIET,
 ) -> None:
     """Train a model; writes a run directory with weights, metrics and pictures."""
@@ -180,7 +185,9 @@ def train(
     result = api.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                        seed=seed, out=out, name=name, resume=resume, run=run, precision=precision,
                        compile=compile or None, devices=devices,
-                       progress=TrainProgress(console=err, quiet=quiet_flag))
+                       progress=TrainProgress(console=err, quiet=quiet_flag),
+                       **({"quantizer": quantizer} if quantizer is not None else {}),
+                       **({"rotation_trick": True} if rotation_trick else {}))
     if result.run_dir is None:   # another rank than 0 under torchrun: rank 0 reports
         return
     m = result.metrics

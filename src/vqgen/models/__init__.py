@@ -15,8 +15,12 @@ DEFAULT_MODEL = "vqvae"   # what `vqgen train` trains when no model is named
 from vqgen.models.vqvae import VQVAE, VQVAEConfig  # noqa: E402
 from vqgen.models.vae import VAE, VAEConfig  # noqa: E402
 from vqgen.models.prior import CodePrior, PriorConfig  # noqa: E402
-from vqgen.models.quantizer import VectorQuantizer  # noqa: E402
+# The quantisers, one file each, register themselves the same way.
+from vqgen.models.quantizer import Quantizer, VectorQuantizer, quantizer_names  # noqa: E402
+from vqgen.models.fsq import FSQ  # noqa: E402
+from vqgen.models.rvq import ResidualVQ  # noqa: E402
 
 __all__ = ["DEFAULT_MODEL", "Autoencoder", "Model", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
            "register", "unregister", "get", "find", "names", "with_operation", "display_names",
-           "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "VectorQuantizer"]
+           "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "Quantizer", "VectorQuantizer", "FSQ", "ResidualVQ",
+           "quantizer_names"]

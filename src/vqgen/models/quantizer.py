@@ -1,11 +1,26 @@
-"""Vector quantiser: the discrete bottleneck of the VQ-VAE.
+"""Quantisers: the discrete bottleneck of the VQ-VAE, one contract and a registry.
 
-Each input vector is replaced by its nearest codebook vector. Gradients pass
-straight through the rounding (van den Oord et al., 2017). The codebook is
-learned either by exponential moving averages of the vectors assigned to each
-code (the stable default) or by a codebook loss. Options follow the ones the
-field relies on: cosine or Euclidean distance, k-means initialisation from the
-first batch, and restarting codes that fall out of use.
+Every quantiser takes a feature map (B, D, H, W) and keeps to one contract:
+
+    quantized, indices, loss = q(z)     # straight-through quantised map, codes (B, H, W), auxiliary loss
+    q.indices(z)                        # codes only: nothing updated or counted
+    q.lookup(indices)                   # codes -> (B, D, H, W)
+    q.reset_usage(); q.usage()          # {"usage": share of codes used, "perplexity": ...} since the reset
+    q.codebook_size, q.dim, q.codebook  # codes, channels, a tensor that changes when the codes do
+
+One integer per grid position, whatever the quantiser, so the prior models
+the codes of each. A quantiser is one file in `models/` that registers a
+builder with `register_quantizer`; the VQ-VAE's `quantizer` setting names it.
+
+This file holds the contract and the vector quantiser ("vq"): each input
+vector is replaced by its nearest codebook vector. Gradients pass straight
+through the rounding (van den Oord et al., 2017), or, with the rotation trick
+(Fifty et al., 2024), through the rotation and scaling that takes the input to
+its code. The codebook is learned either by exponential moving averages of the
+vectors assigned to each code (the stable default) or by a codebook loss.
+Options follow the ones the field relies on: cosine or Euclidean distance,
+k-means initialisation from the first batch, and restarting codes that fall
+out of use.
 
 Training on several processes (torch.distributed) keeps one codebook: the EMA
 statistics of each batch are summed over all ranks before they update it, and
@@ -17,6 +32,7 @@ decision (which codes are dead is a mask, not a count).
 from __future__ import annotations
 
 import math
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -73,19 +89,100 @@ def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 10, cosine: bool = F
     return centroids
 
 
-class VectorQuantizer(nn.Module):
+def straight_through(src: torch.Tensor, tgt: torch.Tensor, rotation_trick: bool = False) -> torch.Tensor:
+    """`tgt` in the forward pass; in the backward pass the gradient reaches `src` unchanged (straight
+    through), or, with the rotation trick, through the rotation and scaling that take each row of `src`
+    to its row of `tgt`, held constant (Fifty et al., 2024, section 4.2). Rows are vectors: (N, D)."""
+    if not rotation_trick:
+        return src + (tgt - src).detach()
+    src_norm = src.detach().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    tgt_norm = tgt.detach().norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u, q = src.detach() / src_norm, tgt.detach() / tgt_norm
+    w = F.normalize(u + q, dim=1)
+    # A reflection through w, then through q, turns u into q; both are linear in src.
+    rotated = src - 2 * (src * w).sum(1, keepdim=True) * w + 2 * (src * u).sum(1, keepdim=True) * q
+    rotated = rotated * (tgt_norm / src_norm)
+    return rotated + (tgt - rotated).detach()   # exact where u and q are opposite (w undefined)
+
+
+class Quantizer(nn.Module):
+    """The contract every quantiser keeps (see the module's docstring), with the counting of code use."""
+
+    codebook_size: int
+    dim: int
+
+    def __init__(self, count_size: int):
+        super().__init__()
+        # Counts since the last `reset_usage()`: not saved with the weights.
+        self.register_buffer("counts", torch.zeros(count_size), persistent=False)
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _count(self, indices: torch.Tensor) -> torch.Tensor:
+        """Adds the use of each code to the counts (every rank's, while training) and returns this batch's."""
+        counts = torch.bincount(indices.reshape(-1), minlength=self.counts.numel()).to(self.counts.dtype)
+        if self.training:
+            counts = _sum_over_ranks(counts)   # every rank counts every rank's codes
+        self.counts += counts
+        return counts
+
+    def reset_usage(self) -> None:
+        """Start counting code use afresh (an epoch, an evaluation)."""
+        for m in self.modules():
+            if isinstance(m, Quantizer):
+                m.counts.zero_()
+
+    def usage(self) -> dict[str, float]:
+        """Share of codes used and perplexity since the last `reset_usage()`."""
+        return usage_of(self.counts)
+
+
+def usage_of(counts: torch.Tensor) -> dict[str, float]:
+    total = counts.sum().item()
+    if total == 0:
+        return {"usage": 0.0, "perplexity": 0.0}
+    p = counts / total
+    entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
+    return {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
+
+
+_QUANTIZERS: dict[str, Callable[[Any], Quantizer]] = {}
+
+
+def register_quantizer(name: str, build: Callable[[Any], Quantizer]) -> None:
+    """Make a quantiser known by name; `build(config)` makes one from the VQ-VAE's config."""
+    _QUANTIZERS[name] = build
+
+
+def quantizer_names() -> list[str]:
+    return list(_QUANTIZERS)
+
+
+def build_quantizer(name: str, config) -> Quantizer:
+    return _QUANTIZERS[name](config)
+
+
+class VectorQuantizer(Quantizer):
     """Nearest-neighbour quantisation of a feature map of shape (B, D, H, W).
 
     `forward` returns `(quantized, indices, loss)`: the quantised map with a
-    straight-through gradient, the code indices (B, H, W), and the commitment
-    (plus, without EMA, codebook) loss.
+    straight-through gradient (or the rotation trick's), the code indices
+    (B, H, W), and the commitment (plus, without EMA, codebook) loss.
     """
 
     def __init__(self, *, codebook_size: int, dim: int, distance: str = "euclidean",
                  ema: bool = True, decay: float = 0.99, commitment_weight: float = 0.25,
                  kmeans_init: bool = True, kmeans_iters: int = 10,
-                 dead_code_threshold: float = 1.0, eps: float = 1e-5):
-        super().__init__()
+                 dead_code_threshold: float = 1.0, rotation_trick: bool = False, eps: float = 1e-5):
+        super().__init__(codebook_size)
         if distance not in ("euclidean", "cosine"):
             raise ValueError(f"distance must be 'euclidean' or 'cosine', not {distance!r}")
         self.codebook_size = codebook_size
@@ -96,6 +193,7 @@ class VectorQuantizer(nn.Module):
         self.commitment_weight = commitment_weight
         self.kmeans_iters = kmeans_iters
         self.dead_code_threshold = dead_code_threshold
+        self.rotation_trick = rotation_trick
         self.eps = eps
 
         embed = torch.randn(codebook_size, dim)
@@ -111,8 +209,6 @@ class VectorQuantizer(nn.Module):
         self.register_buffer("cluster_size", torch.ones(codebook_size))
         self.register_buffer("initted", torch.tensor(not kmeans_init))
         self._initted_known = False   # whether `initted` was read since the weights were loaded
-        # Counts since the last `reset_usage()`: not saved with the weights.
-        self.register_buffer("counts", torch.zeros(codebook_size), persistent=False)
 
     count_dead_on_cpu = True   # False: the GPU's way everywhere (tests use it to check that path)
 
@@ -203,10 +299,7 @@ class VectorQuantizer(nn.Module):
 
         indices = self.nearest(flat.detach())
         codes = self.codebook[indices]
-        counts = torch.bincount(indices, minlength=self.codebook_size).to(self.counts.dtype)
-        if self.training:
-            counts = _sum_over_ranks(counts)   # every rank counts every rank's codes
-        self.counts += counts
+        counts = self._count(indices)
 
         if self.training:
             if self.ema:
@@ -220,8 +313,8 @@ class VectorQuantizer(nn.Module):
         loss = self.commitment_weight * commitment
         if not self.ema:
             loss = loss + F.mse_loss(codes, flat.detach())
-        # Straight-through estimator: forward uses the code, backward the input.
-        quantized = flat + (codes - flat).detach()
+        # Forward uses the code, backward the input (straight through or rotated).
+        quantized = straight_through(flat, codes, self.rotation_trick)
         quantized = quantized.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
         return quantized, indices.reshape(b, h, w), loss
 
@@ -229,16 +322,11 @@ class VectorQuantizer(nn.Module):
         """Code vectors for an index grid (B, H, W) -> (B, D, H, W)."""
         return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
-    def reset_usage(self) -> None:
-        """Start counting code use afresh (an epoch, an evaluation)."""
-        self.counts.zero_()
 
-    def usage(self) -> dict[str, float]:
-        """Share of codes used and perplexity since the last `reset_usage()`."""
-        counts = self.counts
-        total = counts.sum().item()
-        if total == 0:
-            return {"usage": 0.0, "perplexity": 0.0}
-        p = counts / total
-        entropy = -(p[p > 0] * p[p > 0].log()).sum().item()
-        return {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
+def _vq(cfg) -> VectorQuantizer:
+    return VectorQuantizer(codebook_size=cfg.codebook_size, dim=cfg.code_dim, distance=cfg.distance, ema=cfg.ema,
+                           decay=cfg.decay, commitment_weight=cfg.commitment_weight, kmeans_init=cfg.kmeans_init,
+                           dead_code_threshold=cfg.dead_code_threshold, rotation_trick=cfg.rotation_trick)
+
+
+register_quantizer("vq", _vq)

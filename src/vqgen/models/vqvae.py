@@ -8,6 +8,7 @@ mirrors the encoder. Residual blocks follow the original paper.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 
 import torch
@@ -16,9 +17,13 @@ from torch import nn
 
 from vqgen.errors import UsageError
 from vqgen.models.base import Autoencoder, reconstruction_picture
-from vqgen.models.quantizer import VectorQuantizer
+from vqgen.models.quantizer import build_quantizer, quantizer_names
 from vqgen.models.registry import ImageShape, ModelSpec, register
-from vqgen.settings import at_least, between, one_of, setting, validate
+from vqgen.settings import at_least, between, each, one_of, setting, validate
+
+
+def _known_quantizer(name) -> str | None:
+    return None if name in quantizer_names() else f"must be one of {', '.join(quantizer_names())}, not {name!r}"
 
 
 @dataclass
@@ -29,8 +34,19 @@ class VQVAEConfig:
     res_blocks: int = setting(2, "residual blocks on each side of the bottleneck", at_least(0, 64))
     res_hidden: int = setting(16, "channels inside a residual block", at_least(1, 4096))
     downsample: int = setting(2, "stride-2 stages: 28 -> 7 for MNIST", at_least(1, 8))
-    codebook_size: int = setting(512, "number of codes", at_least(2, 65536))
-    code_dim: int = setting(4, "dimension of each code vector (small dims keep codes in use)", at_least(1, 4096))
+    quantizer: str = setting("vq", "vq (a learned codebook) | fsq (rounding to fixed levels) | rvq (residual VQ)",
+                             _known_quantizer)
+    codebook_size: int = setting(512, "number of codes (fsq: the product of levels; rvq: stage_codes**stages)",
+                                 at_least(2, 65536))
+    code_dim: int = setting(4, "dimension of each code vector (small dims keep codes in use; fsq: len(levels))",
+                            at_least(1, 4096))
+    levels: list[int] = setting([8, 5, 5, 5], "fsq: values per channel of a code", each(at_least(2, 256), 1, 16))
+    stages: int = setting(2, "rvq: quantisers in a row", at_least(2, 8))
+    stage_codes: int = setting(32, "rvq: codes per stage; the prior sees stage_codes**stages codes",
+                               at_least(2, 65536))
+    rotation_trick: bool = setting(False, "vq, rvq: pass gradients through the rotation from input to code "
+                                          "(Fifty et al., 2024) instead of straight through")
+    loss: str = setting("mse", "reconstruction loss: mse | l1 (sharper for colour images)", one_of("mse", "l1"))
     distance: str = setting("euclidean", "euclidean | cosine", one_of("euclidean", "cosine"))
     ema: bool = setting(True, "learn the codebook by moving averages (else by a loss)")
     decay: float = setting(0.95, "EMA decay of the codebook", between(0.0, 1.0))
@@ -41,6 +57,18 @@ class VQVAEConfig:
 
     def __post_init__(self):
         validate(self)
+        if self.quantizer == "fsq":   # the levels decide the codes
+            self.code_dim, self.codebook_size = len(self.levels), math.prod(self.levels)
+            if self.codebook_size > 65536:
+                raise UsageError(f"`levels` {self.levels} make {self.codebook_size:,} codes; at most 65,536")
+        if self.quantizer == "rvq":   # the stages decide how many codes a position can take
+            if self.stage_codes ** self.stages > 65536:
+                raise UsageError(f"`stage_codes` {self.stage_codes} with `stages` {self.stages} makes "
+                                 f"{self.stage_codes ** self.stages:,} codes for the prior; at most 65,536 "
+                                 "(try stage_codes 32, stages 2)")
+            self.codebook_size = self.stage_codes ** self.stages
+            if self.distance == "cosine":
+                raise UsageError("`distance` cosine does not suit rvq (residuals are not directions); use euclidean")
         step = 2 ** self.downsample
         if self.image_size % step:
             raise UsageError(f"`image_size` {self.image_size} is not divisible by 2**downsample = {step}; "
@@ -107,11 +135,7 @@ class VQVAE(Autoencoder):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.quantizer = VectorQuantizer(
-            codebook_size=cfg.codebook_size, dim=cfg.code_dim, distance=cfg.distance,
-            ema=cfg.ema, decay=cfg.decay, commitment_weight=cfg.commitment_weight,
-            kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold,
-        )
+        self.quantizer = build_quantizer(cfg.quantizer, cfg)
         self.decoder = Decoder(cfg)
 
     # ------------------------------------------------------------------ training
@@ -120,7 +144,7 @@ class VQVAE(Autoencoder):
         # A linear output with MSE: a sigmoid output can saturate at black and stall.
         zq, _, vq_loss = self.quantizer(self.encode(x))
         out = self.decoder(zq)
-        recon = F.mse_loss(out, x)
+        recon = F.l1_loss(out, x) if self.cfg.loss == "l1" else F.mse_loss(out, x)
         mse = F.mse_loss(out.detach().clamp(0, 1), x)  # what `reconstruct` delivers
         return {"loss": recon + vq_loss, "mse": mse, "vq": vq_loss}
 
@@ -155,7 +179,8 @@ class VQVAE(Autoencoder):
 
     @property
     def codebook_size(self) -> int:
-        return self.cfg.codebook_size
+        """Distinct codes a grid position can take (for rvq: every combination of the stages' codes)."""
+        return self.quantizer.codebook_size
 
     @property
     def latent_grid(self) -> int:

@@ -1,0 +1,81 @@
+"""Residual vector quantisation (RVQ; as in SoundStream and RQ-VAE): a few vector quantisers in a row.
+
+The first stage quantises the latent, each next stage quantises what the
+stages before it left over, and the code of a position is the sum of the
+stages' codes. With `stages` S and `stage_codes` K per stage, a position has
+K**S possible codes from S*K learned vectors.
+
+To keep one integer per position (the contract every quantiser keeps, so the
+prior models RVQ codes unchanged), the S stage indices are packed into one in
+mixed radix: index = i_1 + K*i_2 + K**2*i_3 ... The prior then predicts over
+K**S values, so keep that small (the default: K 32 and 2 stages, 1,024). Usage is the mean
+share of each stage's codebook in use; perplexity is that of the packed codes,
+which is what the prior sees.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vqgen.models.quantizer import Quantizer, VectorQuantizer, register_quantizer, straight_through, usage_of
+
+
+class ResidualVQ(Quantizer):
+    def __init__(self, stages: int, rotation_trick: bool = False, **vq_settings):
+        k = vq_settings["codebook_size"]
+        super().__init__(k ** stages)
+        self.codebook_size = k ** stages
+        self.dim = vq_settings["dim"]
+        self.per_stage = k
+        self.rotation_trick = rotation_trick
+        self.stages = nn.ModuleList(VectorQuantizer(**vq_settings) for _ in range(stages))
+
+    @property
+    def codebook(self) -> torch.Tensor:
+        return torch.cat([s.codebook for s in self.stages])
+
+    def _pack(self, stage_indices: list[torch.Tensor]) -> torch.Tensor:
+        return sum(i * self.per_stage ** s for s, i in enumerate(stage_indices))
+
+    def _flat(self, z: torch.Tensor) -> torch.Tensor:
+        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+
+    @torch.no_grad()
+    def indices(self, z: torch.Tensor) -> torch.Tensor:
+        residual, found = z.float(), []
+        for stage in self.stages:
+            i = stage.indices(residual)
+            residual = residual - stage.lookup(i)
+            found.append(i)
+        return self._pack(found)
+
+    def forward(self, z: torch.Tensor):
+        b, d, h, w = z.shape
+        residual, total, loss, found = z.float(), torch.zeros_like(z, dtype=torch.float32), 0.0, []
+        for stage in self.stages:
+            codes, i, stage_loss = stage(residual)   # updates the stage's codebook; loss pulls the residual in
+            residual = residual - codes.detach()
+            total = total + codes.detach()
+            loss = loss + stage_loss
+            found.append(i)
+        indices = self._pack(found)
+        self._count(indices)
+        quantized = straight_through(self._flat(z), self._flat(total), self.rotation_trick)
+        return quantized.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous(), indices, loss
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        out = 0
+        for s, stage in enumerate(self.stages):
+            out = out + stage.lookup(torch.div(indices, self.per_stage ** s, rounding_mode="floor") % self.per_stage)
+        return out
+
+    def usage(self) -> dict[str, float]:
+        per_stage = [usage_of(s.counts)["usage"] for s in self.stages]
+        return {"usage": sum(per_stage) / len(per_stage), "perplexity": usage_of(self.counts)["perplexity"]}
+
+
+register_quantizer("rvq", lambda cfg: ResidualVQ(
+    cfg.stages, rotation_trick=cfg.rotation_trick, codebook_size=cfg.stage_codes, dim=cfg.code_dim,
+    distance=cfg.distance, ema=cfg.ema, decay=cfg.decay, commitment_weight=cfg.commitment_weight,
+    kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold))
