@@ -371,6 +371,11 @@ class Session:
             encode = plan.parent.model.to(self.device).encode_indices
             train_x = D.map_batches(encode, img.train_images, batch_size=256, device=self.device)
             test_x = D.map_batches(encode, img.test_images, batch_size=256, device=self.device)
+            if plan.parent.config.train.augment:   # the parent learned mirrored images: their grids count too
+                mirrored = D.map_batches(lambda x: encode(x.flip(-1)), img.train_images, batch_size=256,
+                                         device=self.device)
+                train_x = torch.cat([train_x, mirrored])
+                train_y = torch.cat([train_y, train_y]) if train_y is not None else None
         else:
             train_x, test_x = img.train_images, img.test_images
         on_host = img.mapped and plan.parent is None   # memory-mapped images; a parent's codes are in memory

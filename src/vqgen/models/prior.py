@@ -226,10 +226,18 @@ def pictures(prior: CodePrior, ctx: PictureContext) -> list[Picture]:
     return [Picture("samples", images, nrow=nrow, row_labels=[str(r) for r in rows] if rows else None)]
 
 
+SMALL_GRID = 64   # positions: MNIST's 7x7 codes are small; a face's are hundreds
+
+
 def defaults(shape: CodeShape) -> tuple[dict, dict]:
-    """One epoch at batch 16 learns more per code grid than more epochs at larger batches (docs/design.md)."""
-    return ({"epochs": 1, "lr": 2e-2, "batch_size": 16},
-            {"codebook_size": shape.codebook_size, "grid": shape.grid, "num_classes": shape.num_classes})
+    """By the size of the code grid. Small grids (MNIST's 49 codes, 60,000 of them): one epoch at batch 16
+    learns more per grid than more epochs at larger batches (docs/design.md). Large grids (a face's hundreds
+    of codes, a few thousand grids): a wider, deeper transformer, with dropout, for more epochs."""
+    model = {"codebook_size": shape.codebook_size, "grid": shape.grid, "num_classes": shape.num_classes}
+    if shape.grid ** 2 <= SMALL_GRID:
+        return {"epochs": 1, "lr": 2e-2, "batch_size": 16}, model
+    return ({"epochs": 12, "lr": 3e-3, "batch_size": 32},
+            {**model, "dim": 128, "layers": 4, "heads": 4, "dropout": 0.1})
 
 
 register(ModelSpec(
