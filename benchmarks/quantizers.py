@@ -82,8 +82,11 @@ def register_reference() -> None:
 
     register_quantizer("ref-vq", vector_quantize(False))
     register_quantizer("ref-vq-rotation", vector_quantize(True))
-    register_quantizer("ref-fsq", lambda cfg: Reference(FSQ(levels=list(cfg.levels)), math.prod(cfg.levels),
-                                                        len(cfg.levels), fsq=True))
+    def fsq(cfg):
+        with torch.device("cpu"):   # FSQ reads its levels with .item(), which vqgen's size check on "meta" cannot
+            return Reference(FSQ(levels=list(cfg.levels)), math.prod(cfg.levels), len(cfg.levels), fsq=True)
+
+    register_quantizer("ref-fsq", fsq)
 
 
 ROWS = {   # name: (label, settings)
