@@ -30,11 +30,22 @@ def test_sharpness_falls_with_blur_and_rises_with_detail():
     assert faces.sharpness(board) == pytest.approx((4 * 255) ** 2, rel=0.01)
 
 
-@pytest.mark.parametrize("row", ["ref-vq", "ref-vq-rotation", "ref-fsq"])
-def test_reference_quantizers_keep_the_contract_in_a_vqvae(row):
+@pytest.fixture
+def quantizers():
+    """The benchmark script, its reference quantisers registered for the test only."""
     pytest.importorskip("vector_quantize_pytorch")
-    quantizers = script("quantizers")
-    quantizers.register_reference()
+    from vqgen.models.quantizer import quantizer_names, unregister_quantizer
+
+    before = set(quantizer_names())
+    module = script("quantizers")
+    module.register_reference()
+    yield module
+    for name in set(quantizer_names()) - before:
+        unregister_quantizer(name)
+
+
+@pytest.mark.parametrize("row", ["ref-vq", "ref-vq-rotation", "ref-fsq"])
+def test_reference_quantizers_keep_the_contract_in_a_vqvae(row, quantizers):
     from vqgen import models
 
     settings = dict(quantizers.ROWS[row][1])

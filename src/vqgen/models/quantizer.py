@@ -162,6 +162,10 @@ def register_quantizer(name: str, build: Callable[[Any], Quantizer]) -> None:
     _QUANTIZERS[name] = build
 
 
+def unregister_quantizer(name: str) -> None:
+    _QUANTIZERS.pop(name, None)
+
+
 def quantizer_names() -> list[str]:
     return list(_QUANTIZERS)
 
