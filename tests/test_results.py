@@ -229,9 +229,14 @@ def test_help_shows_flags_as_flags_and_every_default():
     for command in ("train", "reconstruct", "interpolate", "gif", "sample", "eval", "info", "runs", "compare", "map"):
         r = invoke(command, "--help")
         assert r.exit_code == 0 and "<bool>" not in r.stdout and "{" not in r.stdout.splitlines()[1], command
-    text = " ".join(invoke("train", "--help").stdout.split())
+    text = " ".join(invoke("train", "--help").stdout.replace("│", " ").split())   # wrapped lines joined
     # The defaults the help promises are the registry's.
-    assert "64; prior 16" in text and models.get("prior").defaults(models.CodeShape(8, 2))[0]["batch_size"] == 16
+    assert "64 (colour: 32); prior 16 (large grids: 32)" in text
+    assert models.get("prior").defaults(models.CodeShape(8, 2))[0]["batch_size"] == 16
+    faces, face_prior = models.get("vqvae").defaults(models.ImageShape(96, 3))[0], \
+        models.get("prior").defaults(models.CodeShape(1024, 12))[0]
+    assert f"3 (colour: {faces['epochs']})" in text and f"(colour: {faces['batch_size']})" in text
+    assert f"prior 1 (large grids: {face_prior['epochs']})" in text and f"(large grids: {face_prior['lr']:g})" in text
     vae = models.get("vae").defaults(models.ImageShape(96, 3))[0]
     assert f"vae {vae['epochs']}" in text and f"vae {vae['lr']:g}" in text
     assert "Usage: vqgen interpolate [OPTIONS] A B" in " ".join(invoke("interpolate", "--help").stdout.split())
