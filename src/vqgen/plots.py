@@ -141,7 +141,7 @@ def _perplexity_axis(ax, runs, many: bool) -> None:
 
 
 def to_image(fig: "Figure") -> "Image.Image":
-    """A figure as a PIL image (for a page), closed afterwards."""
+    """A figure as a PIL image (for a page). Figures here are made without pyplot: nothing to close."""
     import io
 
     from PIL import Image

@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from vqgen.models.quantizer import Quantizer, register_quantizer
+from vqgen.models.quantizer import Quantizer, from_rows, register_quantizer, to_rows
 
 
 class FSQ(Quantizer):
@@ -34,9 +34,6 @@ class FSQ(Quantizer):
         self.register_buffer("offset", offset, persistent=False)
         self.register_buffer("shift", torch.atanh(offset / half), persistent=False)
         self.register_buffer("half_width", torch.div(lv, 2, rounding_mode="floor"), persistent=False)
-
-    def _rows(self, z: torch.Tensor) -> torch.Tensor:
-        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
 
     def _round(self, rows: torch.Tensor) -> torch.Tensor:
         """Rows bounded to each channel's range and rounded (straight through): integers around 0."""
@@ -58,15 +55,14 @@ class FSQ(Quantizer):
     @torch.no_grad()
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         b, _, h, w = z.shape
-        return self._to_indices(self._round(self._rows(z))).view(b, h, w)
+        return self._to_indices(self._round(to_rows(z))).view(b, h, w)
 
     def forward(self, z: torch.Tensor):
-        b, d, h, w = z.shape
-        steps = self._round(self._rows(z))
+        b, _, h, w = z.shape
+        steps = self._round(to_rows(z))
         indices = self._to_indices(steps)
         self._count(indices)
-        quantized = (steps / self.half_width).reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
-        return quantized, indices.view(b, h, w), z.new_zeros((), dtype=torch.float32)
+        return from_rows(steps / self.half_width, z.shape), indices.view(b, h, w), z.new_zeros((), dtype=torch.float32)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         return self._codes(indices).permute(0, 3, 1, 2).contiguous()

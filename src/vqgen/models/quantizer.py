@@ -89,6 +89,18 @@ def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 10, cosine: bool = F
     return centroids
 
 
+def to_rows(z: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) latents as (B*H*W, D) rows, in float32 also under mixed precision: distances, rounding
+    and codebook updates are done in full precision."""
+    return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
+
+
+def from_rows(rows: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """(B*H*W, D) rows back as a (B, D, H, W) map of the given latents' `shape`."""
+    b, _, h, w = shape
+    return rows.reshape(b, h, w, -1).permute(0, 3, 1, 2).contiguous()
+
+
 def straight_through(src: torch.Tensor, tgt: torch.Tensor, rotation_trick: bool = False) -> torch.Tensor:
     """`tgt` in the forward pass; in the backward pass the gradient reaches `src` unchanged (straight
     through), or, with the rotation trick, through the rotation and scaling that take each row of `src`
@@ -284,8 +296,7 @@ class VectorQuantizer(Quantizer):
 
     def _flatten(self, z: torch.Tensor) -> torch.Tensor:
         """(B, D, H, W) latents as (B*H*W, D) rows, ready for the distance to each code."""
-        # Distances and codebook updates in float32, also under mixed precision.
-        return self._prepare(z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float())
+        return self._prepare(to_rows(z))
 
     @torch.no_grad()
     def indices(self, z: torch.Tensor) -> torch.Tensor:
@@ -294,7 +305,7 @@ class VectorQuantizer(Quantizer):
         return self.nearest(self._flatten(z)).view(b, h, w)
 
     def forward(self, z: torch.Tensor):
-        b, d, h, w = z.shape
+        b, _, h, w = z.shape
         flat = self._flatten(z)
         if self.training and not self._initted_known:
             if not bool(self.initted):
@@ -318,8 +329,7 @@ class VectorQuantizer(Quantizer):
         if not self.ema:
             loss = loss + F.mse_loss(codes, flat.detach())
         # Forward uses the code, backward the input (straight through or rotated).
-        quantized = straight_through(flat, codes, self.rotation_trick)
-        quantized = quantized.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous()
+        quantized = from_rows(straight_through(flat, codes, self.rotation_trick), z.shape)
         return quantized, indices.reshape(b, h, w), loss
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vqgen.models.quantizer import Quantizer, VectorQuantizer, register_quantizer, straight_through, usage_of
+from vqgen.models.quantizer import (Quantizer, VectorQuantizer, from_rows, register_quantizer, straight_through,
+                                   to_rows, usage_of)
 
 
 class ResidualVQ(Quantizer):
@@ -38,9 +39,6 @@ class ResidualVQ(Quantizer):
     def _pack(self, stage_indices: list[torch.Tensor]) -> torch.Tensor:
         return sum(i * self.per_stage ** s for s, i in enumerate(stage_indices))
 
-    def _flat(self, z: torch.Tensor) -> torch.Tensor:
-        return z.permute(0, 2, 3, 1).reshape(-1, z.shape[1]).float()
-
     @torch.no_grad()
     def indices(self, z: torch.Tensor) -> torch.Tensor:
         residual, found = z.float(), []
@@ -51,7 +49,6 @@ class ResidualVQ(Quantizer):
         return self._pack(found)
 
     def forward(self, z: torch.Tensor):
-        b, d, h, w = z.shape
         residual, total, loss, found = z.float(), torch.zeros_like(z, dtype=torch.float32), 0.0, []
         for stage in self.stages:
             codes, i, stage_loss = stage(residual)   # updates the stage's codebook; loss pulls the residual in
@@ -61,8 +58,8 @@ class ResidualVQ(Quantizer):
             found.append(i)
         indices = self._pack(found)
         self._count(indices)
-        quantized = straight_through(self._flat(z), self._flat(total), self.rotation_trick)
-        return quantized.reshape(b, h, w, d).permute(0, 3, 1, 2).contiguous(), indices, loss
+        quantized = straight_through(to_rows(z), to_rows(total), self.rotation_trick)
+        return from_rows(quantized, z.shape), indices, loss
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         out = 0
