@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from vqgen import api
+from vqgen.models.fsq import settle_levels
 from vqgen.models.quantizer import Quantizer, register_quantizer
 
 
@@ -84,9 +84,9 @@ def register_reference() -> None:
     register_quantizer("ref-vq-rotation", vector_quantize(True))
     def fsq(cfg):
         with torch.device("cpu"):   # FSQ reads its levels with .item(), which vqgen's size check on "meta" cannot
-            return Reference(FSQ(levels=list(cfg.levels)), math.prod(cfg.levels), len(cfg.levels), fsq=True)
+            return Reference(FSQ(levels=list(cfg.levels)), cfg.codebook_size, cfg.code_dim, fsq=True)
 
-    register_quantizer("ref-fsq", fsq)
+    register_quantizer("ref-fsq", fsq, settle_levels)   # the sizes follow from the levels, as for vqgen's FSQ
 
 
 ROWS = {   # name: (label, settings)
@@ -96,7 +96,7 @@ ROWS = {   # name: (label, settings)
     "rvq": ("vqgen residual VQ, 2 x 32", {"quantizer": "rvq"}),
     "ref-vq": ("vector-quantize-pytorch VectorQuantize", {"quantizer": "ref-vq"}),
     "ref-vq-rotation": ("VectorQuantize + rotation trick", {"quantizer": "ref-vq-rotation"}),
-    "ref-fsq": ("vector-quantize-pytorch FSQ [8, 5, 5, 5]", {"quantizer": "ref-fsq", "code_dim": 4}),
+    "ref-fsq": ("vector-quantize-pytorch FSQ [8, 5, 5, 5]", {"quantizer": "ref-fsq"}),
 }
 
 

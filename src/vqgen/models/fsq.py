@@ -15,6 +15,7 @@ import math
 
 import torch
 
+from vqgen.errors import UsageError
 from vqgen.models.quantizer import Quantizer, from_rows, register_quantizer, to_rows
 
 
@@ -68,4 +69,11 @@ class FSQ(Quantizer):
         return self._codes(indices).permute(0, 3, 1, 2).contiguous()
 
 
-register_quantizer("fsq", lambda cfg: FSQ(list(cfg.levels)))
+def settle_levels(cfg) -> None:
+    """The levels decide the codes: codebook_size is their product, code_dim their number."""
+    cfg.code_dim, cfg.codebook_size = len(cfg.levels), math.prod(cfg.levels)
+    if cfg.codebook_size > 65536:
+        raise UsageError(f"`levels` {cfg.levels} make {cfg.codebook_size:,} codes; at most 65,536")
+
+
+register_quantizer("fsq", lambda cfg: FSQ(list(cfg.levels)), settle_levels)

@@ -166,12 +166,15 @@ def usage_of(counts: torch.Tensor) -> dict[str, float]:
     return {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
 
 
-_QUANTIZERS: dict[str, Callable[[Any], Quantizer]] = {}
+_QUANTIZERS: dict[str, tuple[Callable[[Any], Quantizer], Callable[[Any], None] | None]] = {}
 
 
-def register_quantizer(name: str, build: Callable[[Any], Quantizer]) -> None:
-    """Make a quantiser known by name; `build(config)` makes one from the VQ-VAE's config."""
-    _QUANTIZERS[name] = build
+def register_quantizer(name: str, build: Callable[[Any], Quantizer],
+                       settle: Callable[[Any], None] | None = None) -> None:
+    """Make a quantiser known by name; `build(config)` makes one from the VQ-VAE's config. `settle(config)`,
+    if given, refuses the config's settings that do not suit the quantiser and sets those that follow
+    from others (FSQ's number of codes from its levels), when the config is made."""
+    _QUANTIZERS[name] = (build, settle)
 
 
 def unregister_quantizer(name: str) -> None:
@@ -182,8 +185,14 @@ def quantizer_names() -> list[str]:
     return list(_QUANTIZERS)
 
 
+def settle_quantizer(name: str, config) -> None:
+    settle = _QUANTIZERS[name][1]
+    if settle is not None:
+        settle(config)
+
+
 def build_quantizer(name: str, config) -> Quantizer:
-    return _QUANTIZERS[name](config)
+    return _QUANTIZERS[name][0](config)
 
 
 class VectorQuantizer(Quantizer):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vqgen.errors import UsageError
 from vqgen.models.quantizer import (Quantizer, VectorQuantizer, from_rows, register_quantizer, straight_through,
                                    to_rows, usage_of)
 
@@ -72,7 +73,18 @@ class ResidualVQ(Quantizer):
         return {"usage": sum(per_stage) / len(per_stage), "perplexity": usage_of(self.counts)["perplexity"]}
 
 
+def settle_stages(cfg) -> None:
+    """The stages decide how many codes a position can take: codebook_size is stage_codes**stages."""
+    if cfg.stage_codes ** cfg.stages > 65536:
+        raise UsageError(f"`stage_codes` {cfg.stage_codes} with `stages` {cfg.stages} makes "
+                         f"{cfg.stage_codes ** cfg.stages:,} codes for the prior; at most 65,536 "
+                         "(try stage_codes 32, stages 2)")
+    cfg.codebook_size = cfg.stage_codes ** cfg.stages
+    if cfg.distance == "cosine":
+        raise UsageError("`distance` cosine does not suit rvq (residuals are not directions); use euclidean")
+
+
 register_quantizer("rvq", lambda cfg: ResidualVQ(
     cfg.stages, rotation_trick=cfg.rotation_trick, codebook_size=cfg.stage_codes, dim=cfg.code_dim,
     distance=cfg.distance, ema=cfg.ema, decay=cfg.decay, commitment_weight=cfg.commitment_weight,
-    kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold))
+    kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold), settle_stages)

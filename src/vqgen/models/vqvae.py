@@ -8,7 +8,6 @@ mirrors the encoder. Residual blocks follow the original paper.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,7 @@ from torch import nn
 
 from vqgen.errors import UsageError
 from vqgen.models.base import Autoencoder, reconstruction_picture
-from vqgen.models.quantizer import build_quantizer, quantizer_names
+from vqgen.models.quantizer import build_quantizer, quantizer_names, settle_quantizer
 from vqgen.models.registry import ImageShape, ModelSpec, register
 from vqgen.settings import at_least, between, each, one_of, setting, validate
 
@@ -57,18 +56,7 @@ class VQVAEConfig:
 
     def __post_init__(self):
         validate(self)
-        if self.quantizer == "fsq":   # the levels decide the codes
-            self.code_dim, self.codebook_size = len(self.levels), math.prod(self.levels)
-            if self.codebook_size > 65536:
-                raise UsageError(f"`levels` {self.levels} make {self.codebook_size:,} codes; at most 65,536")
-        if self.quantizer == "rvq":   # the stages decide how many codes a position can take
-            if self.stage_codes ** self.stages > 65536:
-                raise UsageError(f"`stage_codes` {self.stage_codes} with `stages` {self.stages} makes "
-                                 f"{self.stage_codes ** self.stages:,} codes for the prior; at most 65,536 "
-                                 "(try stage_codes 32, stages 2)")
-            self.codebook_size = self.stage_codes ** self.stages
-            if self.distance == "cosine":
-                raise UsageError("`distance` cosine does not suit rvq (residuals are not directions); use euclidean")
+        settle_quantizer(self.quantizer, self)   # e.g. fsq: codebook_size and code_dim follow from levels
         step = 2 ** self.downsample
         if self.image_size % step:
             raise UsageError(f"`image_size` {self.image_size} is not divisible by 2**downsample = {step}; "
