@@ -253,11 +253,9 @@ class Page:
         """The slider's frames as a GIF file (there and back), for the page to offer as a download."""
         if frames is None or len(frames) == 0:
             raise UsageError("morph first: choose A and B")
-        import torch
-
         from vqgen import images as I
 
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255)
+        x = _floats(frames)
         path = self.gifs / f"morph-{time.strftime('%H%M%S')}-{threading.get_ident() % 1000}.gif"
         return str(I.save_gif(x, path, fps=fps))
 
@@ -335,11 +333,16 @@ class Page:
         return f"⚠️ Something went wrong ({type(error).__name__}: {error})"
 
 
-def _grid_uint8(frames: np.ndarray, nrow: int) -> np.ndarray:
-    """A strip of (N, H, W, 3) uint8 frames, scaled up and padded as the CLI's grids are."""
+def _floats(frames: np.ndarray):
+    """(N, H, W, 3) uint8 frames, as the page keeps them, back to (N, 3, H, W) floats in [0, 1]."""
     import torch
 
-    return _grid(torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255), nrow)
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div(255)
+
+
+def _grid_uint8(frames: np.ndarray, nrow: int) -> np.ndarray:
+    """A strip of (N, H, W, 3) uint8 frames, scaled up and padded as the CLI's grids are."""
+    return _grid(_floats(frames), nrow)
 
 
 def _ink(sketch) -> np.ndarray | None:
