@@ -53,6 +53,47 @@ def test_every_quantizer_keeps_the_contract(case):
     assert q.codebook.numel() > 0 and torch.isfinite(q.codebook).all()
 
 
+@pytest.mark.parametrize("case", list(SETTINGS))
+def test_quantizers_work_in_full_precision_under_mixed_precision(case):
+    """Distances, rounding and codebook updates stay in fp32 when the model around them runs in bf16."""
+    torch.manual_seed(0)
+    cfg = config(case)
+    q = build_quantizer(cfg.quantizer, cfg).train()
+    z = torch.randn(16, q.dim, 7, 7) * 3
+    q(z)   # k-means and a first update, in fp32
+    state = {k: v.clone() for k, v in q.state_dict().items()}
+    expected, updated = q(z), q.codebook.clone()
+    q.load_state_dict(state)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = q(z)
+    assert torch.equal(got[1], expected[1])                 # the same codes as in fp32
+    assert got[0].dtype == torch.float32 and torch.equal(got[0], expected[0])
+    assert torch.equal(q.codebook, updated)                 # the same codebook update
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(q.eval().indices(z), q.indices(z))
+
+
+def test_any_quantizer_runs_with_autocast_off():
+    from vqgen.models.quantizer import Quantizer
+
+    seen = []
+
+    class Probe(Quantizer):   # a quantiser of someone else's: the contract applies to it too
+        def indices(self, z):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return z.argmax(1)
+
+        def forward(self, z):
+            seen.append(torch.is_autocast_enabled("cpu"))
+            return z, self.indices(z), z.sum()
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        Probe(4)(torch.randn(1, 4, 2, 2))
+        assert torch.is_autocast_enabled("cpu")   # and back on after
+    assert seen == [False, False]
+
+
 def test_fsq_rounds_each_channel_to_its_levels_with_no_loss():
     fsq = FSQ([8, 5, 3])
     assert (fsq.codebook_size, fsq.dim) == (120, 3)

@@ -26,11 +26,14 @@ Training on several processes (torch.distributed) keeps one codebook: the EMA
 statistics of each batch are summed over all ranks before they update it, and
 the k-means start and the encoder outputs that restart dead codes are rank
 0's, sent to every rank. A training step never waits on the GPU for a Python
-decision (which codes are dead is a mask, not a count).
+decision (which codes are dead is a mask, not a count). Under mixed precision
+every quantiser runs in fp32: `Quantizer` turns autocast off around each
+subclass's `forward` and `indices`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -117,11 +120,27 @@ def straight_through(src: torch.Tensor, tgt: torch.Tensor, rotation_trick: bool 
     return rotated + (tgt - rotated).detach()   # exact where u and q are opposite (w undefined)
 
 
+def _autocast_off(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def run(self, z: torch.Tensor, *args, **kwargs):
+        with torch.autocast(z.device.type, enabled=False):
+            return method(self, z, *args, **kwargs)
+    return run
+
+
 class Quantizer(nn.Module):
     """The contract every quantiser keeps (see the module's docstring), with the counting of code use."""
 
     codebook_size: int
     dim: int
+
+    def __init_subclass__(cls, **kwargs):
+        """Every quantiser's `forward` and `indices` run with autocast off: under mixed precision the network
+        around them runs in bf16 or fp16, while distances, rounding and codebook updates stay in fp32."""
+        super().__init_subclass__(**kwargs)
+        for name in ("forward", "indices"):
+            if name in cls.__dict__:
+                setattr(cls, name, _autocast_off(cls.__dict__[name]))
 
     def __init__(self, count_size: int):
         super().__init__()
