@@ -70,6 +70,31 @@ def test_image_folder_converts_modes_skips_broken_and_holds_out(face_folder):
     assert torch.equal(data.test_images, again.test_images)  # the same images held out every time
 
 
+@pytest.mark.parametrize("labelled", [False, True])
+def test_fresh_decode_is_what_the_cache_gives_back(face_folder, mnist_idx, labelled):
+    """A fresh decode hands over the arrays it wrote (no read-back); they equal the cache, read or mapped."""
+    folder, shape = (mnist_idx, (28, 1)) if labelled else (face_folder, (32, 3))
+    fresh = D.load_images(str(folder), *shape)
+    assert not fresh.mapped
+    for in_memory in (True, False):
+        cached = D.load_images(str(folder), *shape, in_memory=in_memory)
+        assert cached.mapped is (not in_memory)
+        for split in ("train", "test"):
+            assert torch.equal(getattr(fresh, f"{split}_images"), getattr(cached, f"{split}_images"))
+            a, b = getattr(fresh, f"{split}_labels"), getattr(cached, f"{split}_labels")
+            assert (a is None and b is None) if not labelled else torch.equal(a, b)
+        assert (fresh.skipped, fresh.converted, fresh.class_names, fresh.source) == \
+            (cached.skipped, cached.converted, cached.class_names, cached.source)
+    if not labelled:   # one unreadable image: the kept arrays end where the written ones do
+        assert fresh.skipped == 1 and fresh.train_images.shape[0] + fresh.test_images.shape[0] == 24
+
+
+def test_a_fresh_decode_larger_than_memory_is_mapped(face_folder, monkeypatch):
+    monkeypatch.setattr(D, "fits_in_memory", lambda nbytes: False)
+    data = D.load_images(str(face_folder), 32, 3)
+    assert data.mapped and data.train_images.shape[1:] == (3, 32, 32)
+
+
 def test_hub_layout_folder_loads_through_datasets(tmp_path):
     import datasets
 

@@ -252,6 +252,27 @@ class _Listing:
     splits: dict[str, _Split]
     class_names: list[str] | None = None
 
+    def roles(self) -> tuple[str, str | None]:
+        """The split to train on, and the one to test on (None: a fixed share of the training split)."""
+        train = "train" if "train" in self.splits else next(iter(self.splits))
+        return train, next((t for t in TEST_SPLITS if t in self.splits), None)
+
+    @property
+    def count(self) -> int:
+        """Images to decode."""
+        return sum(self.splits[s].count for s in self.roles() if s)
+
+    def most_per_split(self, shape: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+        """The most images the cache's train and test splits can get (unreadable ones make fewer), by shape."""
+        train, test = self.roles()
+        n = self.splits[train].count
+        n_test = self.splits[test].count if test else min(n, _held_out_count(n))
+        return {"train": (n - (0 if test else n_test), *shape), "test": (n_test, *shape)}
+
+
+def _held_out_count(n: int) -> int:
+    return max(1, int(round(n * HOLDOUT_FRACTION)))
+
 
 def _in_chunks(items: list) -> Callable[[], Iterator[list]]:
     return lambda: (items[i:i + CHUNK] for i in range(0, len(items), CHUNK))
@@ -447,21 +468,29 @@ def _entry_name(src: DatasetSource, size: int, channels: int) -> str:
 
 
 class _EntryWriter:
-    """Writes a cache entry's raw uint8 images a chunk at a time, and its labels and info at the end."""
+    """Writes a cache entry's raw uint8 images a chunk at a time, and its labels and info at the end.
 
-    def __init__(self, folder: Path):
+    keep: also copy the images into arrays of at most `keep[split]` images, allocated once, so that a
+    dataset that is to be held in memory is there when decoding ends, without reading the cache back.
+    """
+
+    def __init__(self, folder: Path, keep: dict[str, tuple] | None = None):
         self.folder = folder
         self.files = {s: open(folder / f"images-{s}.u8", "wb") for s in ("train", "test")}
         self.counts = {"train": 0, "test": 0}
         self.crcs = {"train": 0, "test": 0}
         self.labels: dict[str, list] = {"train": [], "test": []}
+        self.kept = {s: np.empty(shape, dtype=np.uint8) for s, shape in keep.items()} if keep else None
 
     def add(self, split: str, images: np.ndarray, labels: np.ndarray | None) -> None:
         if len(images) == 0:
             return
-        buf = memoryview(np.ascontiguousarray(images, dtype=np.uint8)).cast("B")
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        buf = memoryview(images).cast("B")
         self.files[split].write(buf)
         self.crcs[split] = zlib.crc32(buf, self.crcs[split])
+        if self.kept is not None:
+            self.kept[split][self.counts[split]:self.counts[split] + len(images)] = images
         self.counts[split] += len(images)
         if labels is not None:
             self.labels[split].append(np.asarray(labels, dtype=np.int64))
@@ -477,7 +506,17 @@ class _EntryWriter:
                 labels.tofile(self.folder / f"labels-{s}.i64")
                 entry["labels_crc32"] = zlib.crc32(labels.tobytes())
             splits[s] = entry
-        (self.folder / "info.json").write_text(json.dumps({"format": CACHE_FORMAT, "splits": splits, **info}))
+        self.info = {"format": CACHE_FORMAT, "splits": splits, **info}
+        (self.folder / "info.json").write_text(json.dumps(self.info))
+
+    def image_data(self, name: str) -> ImageData:
+        """What was written, from the kept arrays (after `finish`): the same ImageData as reading it back."""
+        t = {}
+        for s in ("train", "test"):
+            t[f"{s}_images"] = torch.from_numpy(self.kept[s][:self.counts[s]])
+            t[f"{s}_labels"] = torch.from_numpy(np.concatenate(self.labels[s])) if self.labels[s] else None
+        return ImageData(name, self.info["source"], t["train_images"], t["test_images"], t["train_labels"],
+                         t["test_labels"], self.info["class_names"], self.info["converted"], self.info["skipped"])
 
     def close(self) -> None:
         for f in self.files.values():
@@ -597,17 +636,16 @@ def _decode(src: DatasetSource, listing: _Listing, writer: _EntryWriter, size: i
             workers: int | None, progress: Progress | None) -> tuple[int, int]:
     """Decode every split into the writer, holding out a fixed 5% where there is no test split."""
     splits = listing.splits
-    train_name = "train" if "train" in splits else next(iter(splits))
-    test_name = next((t for t in TEST_SPLITS if t in splits), None)
+    train_name, test_name = listing.roles()
     held_out: set[int] = set()
     if test_name is None:
         n = splits[train_name].count
         if n < 2:
             raise DatasetError(f"`dataset` {src.source}: {n} image(s); vqgen needs at least 2, one to train on "
                                "and one held out to evaluate")
-        n_test = max(1, int(round(n * HOLDOUT_FRACTION)))
-        held_out = set(torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))[:n_test].tolist())
-    total = sum(splits[s].count for s in (train_name, test_name) if s)
+        held_out = set(torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))[:_held_out_count(n)]
+                       .tolist())
+    total = listing.count
     workers = decode_workers(total) if workers is None else workers
     done = converted = skipped = 0
     for name, out in ((train_name, "train"), (test_name, "test")):
@@ -672,7 +710,12 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
             listing = _list_hub(src)
         if root is not None:
             log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
-        writer = _EntryWriter(tmp)
+        image_bytes = channels * size * size
+        if root is None or (in_memory if in_memory is not None else fits_in_memory(listing.count * image_bytes)):
+            keep = listing.most_per_split((channels, size, size))
+        else:
+            keep = None
+        writer = _EntryWriter(tmp, keep)
         started = time.perf_counter()
         try:
             converted, skipped = _decode(src, listing, writer, size, channels, workers, progress)
@@ -690,12 +733,12 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
         if skipped:
             log(f"Skipped {skipped} unreadable images")
         if root is None:
-            return _read_entry(tmp, name, True)
+            return writer.image_data(name)
         try:
             os.rename(tmp, root / entry)
         except OSError:   # another process cached the same data meanwhile: use theirs
-            pass
-        return _read_entry(root / entry, name, in_memory)
+            return _read_entry(root / entry, name, in_memory)
+        return writer.image_data(name) if keep else _read_entry(root / entry, name, in_memory)
     except BrokenProcessPool:
         raise RunError("a decoding worker process died (out of memory?); decode with fewer processes: "
                        "VQGEN_DECODE_WORKERS=1") from None
