@@ -7,6 +7,8 @@ the data pipeline against the usual per-sample PIL-transform DataLoader.
     python benchmarks/speed.py                 # everything, on the default device
     python benchmarks/speed.py --device cuda --only vqvae vae
     python benchmarks/speed.py --device cuda --batch-sizes "vqvae=256,1024;vae=512"
+    python benchmarks/speed.py --device cuda --only vqvae vae --compile     # torch.compile'd steps
+    python benchmarks/speed.py --device cuda --only vqvae --profile          # where a step's time goes
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def time_steps(model, batch_fn, device, steps, precision="fp32", warmup=3) -> float:
+def time_steps(model, batch_fn, device, steps, precision="fp32", warmup=3, profile=False) -> float:
     """Images (or code grids) per second of the trainer's step: forward, loss, backward, clipped fused Adam."""
     model.train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
@@ -58,7 +60,16 @@ def time_steps(model, batch_fn, device, steps, precision="fp32", warmup=3) -> fl
             scaler.update()
         n += batch[0].shape[0]
     sync(device)
-    return n / (time.perf_counter() - t0)
+    rate = n / (time.perf_counter() - t0)
+    if profile:
+        from torch.profiler import ProfilerActivity, profile as torch_profile
+
+        acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with torch_profile(activities=acts) as prof:
+            time_steps(model, batch_fn, device, 10, precision, warmup=0)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60))
+    return rate
 
 
 SHAPES = {"vqvae": models.ImageShape(28, 1), "vae": models.ImageShape(96, 3), "prior": models.CodeShape(512, 7, 10)}
@@ -79,25 +90,31 @@ def model_and_batch(name: str, batch_size: int, device):
     return model, batch
 
 
-def bench_models(device, only, steps, batch_sizes):
+def bench_models(device, only, steps, batch_sizes, compile_=False, profile=False):
     """Each model at fp32 and batch 64, and at the automatic GPU settings (its gpu_defaults batch, and bf16 or
-    fp16 on a GPU); extra batch sizes with --batch-sizes."""
+    fp16 on a GPU); extra batch sizes (--batch-sizes) at both precisions."""
     results = {}
     auto = resolve_precision("auto", device)
     for name in ("vqvae", "vae", "prior"):
         if name not in only:
             continue
         spec = models.get(name)
-        settings = [(64, "fp32")] + [(b, "fp32") for b in batch_sizes.get(name, [])]
-        settings.append((spec.gpu_defaults.get("batch_size", 64), auto if device.type == "cuda" else "fp32"))
+        gpu_batch = spec.gpu_defaults.get("batch_size", 64)
+        settings = [(64, "fp32")] + [(b, p) for b in batch_sizes.get(name, []) for p in ("fp32", auto)]
+        settings.append((gpu_batch, auto))
         seen = set()
         for bs, precision in settings:
             if (bs, precision) in seen:
                 continue
             seen.add((bs, precision))
             model, batch = model_and_batch(name, bs, device)
+            if compile_:
+                model = torch.compile(model)
             n = steps if name != "vae" else max(3, steps // 4)
-            results[f"train {name} (batch {bs}, {precision})"] = time_steps(model, lambda: batch, device, n, precision)
+            label = f"train {name} (batch {bs}, {precision}{', compiled' if compile_ else ''})"
+            results[label] = time_steps(model, lambda: batch, device, n, precision, warmup=10 if compile_ else 3,
+                                        profile=profile and (bs, precision) == (gpu_batch, auto))
+            print(f"{label:60s} {results[label]:10.1f}", flush=True)
         if name == "prior":
             p = model_and_batch("prior", 64, device)[0].eval()
             for guidance in (1.0, 1.5):
@@ -153,7 +170,9 @@ def main():
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--data-images", type=int, default=20000)
     ap.add_argument("--workers", type=int, default=0)
-    ap.add_argument("--batch-sizes", default="", help="more batch sizes at fp32, e.g. vqvae=256,1024;vae=128")
+    ap.add_argument("--batch-sizes", default="", help="more batch sizes, e.g. vqvae=256,1024;vae=128")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each model first")
+    ap.add_argument("--profile", action="store_true", help="print the costliest operations at the GPU defaults")
     args = ap.parse_args()
     device = resolve_device(args.device)
     torch.set_flush_denormal(True)   # as training does
@@ -165,7 +184,7 @@ def main():
         sizes[k] = [int(s) for s in v.split(",")]
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
     print(f"# {name}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    results = bench_models(device, args.only, args.steps, sizes)
+    results = bench_models(device, args.only, args.steps, sizes, args.compile, args.profile)
     if "data" in args.only:
         results.update(bench_data(device, args.data_images, args.workers))
     for k, v in results.items():
