@@ -63,6 +63,20 @@ def test_vae_loss_terms_are_summed_per_image_and_averaged():
     assert out["loss"].item() == pytest.approx(bce.item() + 0.5 * kl.item(), rel=1e-5)
 
 
+def test_vae_loss_terms_are_fp32_under_mixed_precision():
+    torch.manual_seed(0)
+    m = VAE(VAEConfig(image_size=28, channels=1, hidden_dims=[8, 16], latent_dim=4)).eval()
+    x = torch.rand(5, 1, 28, 28)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+        mu, logvar = m.posterior(x)
+    assert mu.dtype == torch.bfloat16                       # the network runs in bf16 ...
+    assert all(out[k].dtype == torch.float32 for k in ("loss", "recon", "kl"))   # ... its loss is summed in fp32
+    mu, logvar = mu.float(), logvar.float()
+    kl = (-0.5 * (1 + logvar - mu ** 2 - logvar.exp()).sum(1)).mean()
+    assert out["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+
+
 def test_vae_small_config_for_mnist():
     m = VAE(VAEConfig(image_size=28, channels=1, hidden_dims=[32, 64], latent_dim=16))
     x = torch.rand(2, 1, 28, 28)

@@ -94,7 +94,8 @@ class VAE(Autoencoder):
         logits = self.decode_logits(z)
         n = x.shape[0]
         recon = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / n
-        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
+        mu32, logvar32 = mu.float(), logvar.float()   # under mixed precision too: a sum over every latent
+        kl = -0.5 * torch.sum(1 + logvar32 - mu32.pow(2) - logvar32.exp()) / n
         mse = F.mse_loss(torch.sigmoid(logits.detach()), x)
         return {"loss": recon + self.cfg.kl_weight * kl, "recon": recon, "kl": kl, "mse": mse}
 
