@@ -144,10 +144,18 @@ def test_memory_mapped_data_trains_exactly_like_data_in_memory(tmp_path, mnist_i
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_parallel_decoding_gives_the_same_images(tmp_path, face_folder, monkeypatch):
+@pytest.mark.parametrize("chunk", [256, 2])
+def test_parallel_decoding_gives_the_same_images(tmp_path, face_folder, monkeypatch, chunk):
+    # chunk 2: 13 chunks through 4 shared slots and one reused buffer, each slot and the buffer reused
+    monkeypatch.setattr(D, "CHUNK", chunk)
     serial = D.load_images(str(face_folder), 32, 3, use_cache=False, workers=0)
     parallel = D.load_images(str(face_folder), 32, 3, use_cache=False, workers=2)
-    assert torch.equal(serial.train_images, parallel.train_images) and parallel.skipped == serial.skipped == 1
+    for split in ("train_images", "test_images"):
+        assert torch.equal(getattr(serial, split), getattr(parallel, split))
+    assert parallel.skipped == serial.skipped == 1 and parallel.converted == serial.converted == 3
+    one_by_one = torch.cat([D.load_image_file(p, 32, 3) for p in sorted(face_folder.glob("face_*.png"))])
+    together = torch.cat([serial.train_images, serial.test_images]).float().div(255)
+    assert sorted(map(tuple, together.flatten(1).tolist())) == sorted(map(tuple, one_by_one.flatten(1).tolist()))
     seen = []
     D.load_images(str(face_folder), 32, 3, use_cache=False, progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (25, 25)

@@ -21,6 +21,7 @@ import gzip
 import hashlib
 import json
 import math
+import mmap
 import multiprocessing
 import os
 import shutil
@@ -602,23 +603,67 @@ def decode_workers(n_images: int) -> int:
     return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32))
 
 
+_SLOTS: np.ndarray | None = None   # in a decoding worker: the output buffers it shares with the main process
+
+
+def _use_slots(slots: np.ndarray) -> None:
+    global _SLOTS
+    _SLOTS = slots
+
+
+def _decode_into_slot(items: list, size: int, channels: int, slot: int) -> tuple[int, list[int], int, int]:
+    """In a forked worker: decode into a shared slot; only the counts travel back."""
+    arrays, kept, converted, skipped = decode_chunk(items, size, channels, out=_SLOTS[slot])
+    return len(arrays), kept, converted, skipped
+
+
 def _decoded_chunks(chunks: Iterable[list], size: int, channels: int, workers: int) -> Iterator[tuple]:
-    """decode_chunk over chunks, in order; with workers, a few chunks ahead at a time (memory stays bounded)."""
+    """decode_chunk over chunks, in order; with workers, a few chunks ahead at a time (memory stays bounded).
+
+    Each chunk's arrays are valid until the next one is asked for: they live in buffers used over again.
+    """
     if workers == 0:
+        buffer = np.empty((CHUNK, channels, size, size), dtype=np.uint8)
         for chunk in chunks:
-            yield decode_chunk(chunk, size, channels)
+            yield decode_chunk(chunk, size, channels, out=buffer)
+        return
+    if not sys.platform.startswith("linux"):   # macOS cannot fork safely: spawned workers send their arrays
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = collections.deque()
+            for chunk in chunks:
+                pending.append(pool.submit(decode_chunk, chunk, size, channels))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
         return
     # Workers run Pillow and NumPy only. "fork" starts them at once and, unlike "spawn", does not run the
-    # caller's main script again in each (a notebook's or an unguarded script's); macOS cannot fork safely.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
-        pending = collections.deque()
+    # caller's main script again in each (a notebook's or an unguarded script's). They decode into slots of
+    # an anonymous mapping shared with this process, which they inherit: a chunk is neither pickled nor piped
+    # back, and the slots are reused rather than allocated for every chunk.
+    n_slots = 2 * workers   # the chunks in flight, the one being read here included
+    shared = mmap.mmap(-1, n_slots * CHUNK * channels * size * size)
+    slots = np.frombuffer(shared, dtype=np.uint8).reshape(n_slots, CHUNK, channels, size, size)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_use_slots, initargs=(slots,)) as pool:
+        free, pending = collections.deque(range(n_slots)), collections.deque()
+
+        def take():
+            future, slot = pending.popleft()
+            n, kept, converted, skipped = future.result()
+            return slot, (slots[slot][:n], kept, converted, skipped)
+
         for chunk in chunks:
-            pending.append(pool.submit(decode_chunk, chunk, size, channels))
-            if len(pending) >= 2 * workers:
-                yield pending.popleft().result()
+            slot = free.popleft()
+            pending.append((pool.submit(_decode_into_slot, chunk, size, channels, slot), slot))
+            if len(pending) == n_slots:
+                slot, result = take()
+                yield result
+                free.append(slot)   # asked for the next chunk: done with this one
         while pending:
-            yield pending.popleft().result()
+            slot, result = take()
+            yield result
+            free.append(slot)
 
 
 def _resize_u8(images: np.ndarray, size: int, channels: int) -> np.ndarray:

@@ -110,17 +110,23 @@ def decode(item, size: int, channels: int) -> tuple[np.ndarray | None, bool]:
         return None, False
 
 
-def decode_chunk(items: list, size: int, channels: int) -> tuple[np.ndarray, list[int], int, int]:
-    """Decode a list of images: (arrays of the readable ones, their positions in `items`, converted, skipped)."""
-    arrays, kept, converted = [], [], 0
+def decode_chunk(items: list, size: int, channels: int,
+                 out: np.ndarray | None = None) -> tuple[np.ndarray, list[int], int, int]:
+    """Decode a list of images: (arrays of the readable ones, their positions in `items`, converted, skipped).
+
+    out: a (len(items) or more, channels, size, size) uint8 array to decode into (the arrays returned are its
+    first rows), so that decoding chunk after chunk reuses one buffer instead of allocating each chunk's.
+    """
+    if out is None:
+        out = np.empty((len(items), channels, size, size), dtype=np.uint8)
+    kept, converted = [], 0
     for i, item in enumerate(items):
         arr, was_converted = decode(item, size, channels)
         if arr is not None:
-            arrays.append(arr)
+            out[len(kept)] = arr
             kept.append(i)
             converted += was_converted
-    out = np.stack(arrays) if arrays else np.zeros((0, channels, size, size), dtype=np.uint8)
-    return out, kept, converted, len(items) - len(kept)
+    return out[:len(kept)], kept, converted, len(items) - len(kept)
 
 
 def mode_channels(mode: str) -> int:
