@@ -90,6 +90,18 @@ def test_curves_have_one_panel_per_kind_and_a_one_epoch_run_is_a_curve():
     assert labels and all(re.fullmatch(r"[0-9.e\-]+", t) and len(t) <= 6 for t in labels), labels
 
 
+def test_the_psnr_axis_reads_in_plain_decibels():
+    from vqgen import plots
+
+    steps = [{"step": s, "epoch": s / 100, "loss": 0.1 / s, "mse": 0.1 / s ** 0.8} for s in range(1, 301)]
+    fig = plots.curves_figure([("vqvae", steps, [{"epoch": 3, "test_mse": 0.0019}])])
+    mse = next(ax for ax in fig.axes if ax.get_ylabel() == "reconstruction MSE")
+    psnr = next(ax for ax in mse.child_axes if ax.get_ylabel() == "PSNR (dB)")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in psnr.get_yticklabels() + psnr.get_yticklabels(minor=True) if t.get_text()]
+    assert len(labels) >= 3 and all(re.fullmatch(r"[0-9]+(\.[0-9]+)?", t) for t in labels), labels
+
+
 def test_a_run_writes_its_curves(home):
     img = Image.open(home / "runs" / "vqvae-mnist" / "loss_curve.png")
     assert img.size[0] >= 1000 and np.asarray(img.convert("L")).std() > 10

@@ -99,11 +99,14 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
             ax.set_ylim(0, 1.05)
             _perplexity_axis(ax, runs, many)
         if keys == ("mse",):
-            from matplotlib.ticker import FuncFormatter
+            from matplotlib.ticker import FuncFormatter, NullFormatter
 
             psnr_axis = ax.secondary_yaxis("right", functions=(_psnr, _mse))
             psnr_axis.set_ylabel("PSNR (dB)")
-            psnr_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.1f}"))
+            # plain dB ticks: the MSE axis is logarithmic, and its scale would otherwise label them 2x10^1
+            psnr_axis.yaxis.set_major_locator(MaxNLocator(nbins=6))
+            psnr_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            psnr_axis.yaxis.set_minor_formatter(NullFormatter())
         if ax.get_legend_handles_labels()[0] and not many:
             ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, fontsize=8, frameon=False)
     for ax in axes[len(panels):]:
