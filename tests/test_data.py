@@ -33,6 +33,23 @@ def test_empty_folder_is_refused(tmp_path):
         D.resolve_dataset(str(tmp_path))
 
 
+def test_listing_a_folder_sorts_as_paths_do_and_leaves_out_hidden_files(tmp_path):
+    root = tmp_path / "data"
+    names = ["b.png", "a/x.png", "a-b/x.png", "a/.hidden.png", ".git/y.png", "A/z.png", "a/b/c.png", "a0.png",
+             "a/b.png/d.png", "z/.cache/e.png"]
+    for rel in names:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"x")
+    (root / "dangling.png").symlink_to(root / "missing.png")      # listed: an unreadable image
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)   # a linked folder is not walked
+    (root / "file-link.png").symlink_to(root / "b.png")
+    got = [p.relative_to(root).as_posix() for p in D._list_files(root)]
+    assert got == ["A/z.png", "a/b/c.png", "a/b.png/d.png", "a/x.png", "a-b/x.png", "a0.png", "b.png",
+                   "dangling.png", "file-link.png"]
+    # the order of Path objects, which decides the held-out images of a folder without a test split
+    assert D._list_files(root) == sorted(D._list_files(root))
+
+
 def test_idx_folder_decodes_with_labels(mnist_idx):
     data = D.load_images(str(mnist_idx), 28, 1)
     assert data.train_images.shape == (320, 1, 28, 28) and data.train_images.dtype == torch.uint8
