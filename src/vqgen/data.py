@@ -175,8 +175,8 @@ def _list_files(path: Path) -> list[Path]:
     """Every file under a folder (dangling links included: they are unreadable images), hidden ones left out,
     in the order Path objects sort. Linked folders are not walked.
 
-    One scandir per folder and no stat for plain files: 200,000 images list in about a second where
-    Path.rglob, a stat per file and sorting Path objects took six.
+    One scandir per folder and no stat for plain files: 200,000 images list in 2.5 s where Path.rglob,
+    a stat per file and sorting Path objects took six (most of what is left is making the Path objects).
     """
     found: list[tuple[str, ...]] = []
     todo: list[tuple[str, tuple[str, ...]]] = [(str(path), ())]
