@@ -536,8 +536,7 @@ class _EntryWriter:
         for s in ("train", "test"):
             t[f"{s}_images"] = torch.from_numpy(self.kept[s][:self.counts[s]])
             t[f"{s}_labels"] = torch.from_numpy(np.concatenate(self.labels[s])) if self.labels[s] else None
-        return ImageData(name, self.info["source"], t["train_images"], t["test_images"], t["train_labels"],
-                         t["test_labels"], self.info["class_names"], self.info["converted"], self.info["skipped"])
+        return _image_data(name, self.info, t, mapped=False)
 
     def close(self) -> None:
         for f in self.files.values():
@@ -602,9 +601,14 @@ def _read_entry(folder: Path, name: str, in_memory: bool | None = None) -> Image
             if len(labels) != shape[0] or zlib.crc32(labels.tobytes()) != splits[s]["labels_crc32"]:
                 raise _Damaged(f"{p.name} does not match its images")
             tensors[f"{s}_labels"] = torch.from_numpy(labels)
+    return _image_data(name, info, tensors, mapped=not in_memory)
+
+
+def _image_data(name: str, info: dict, tensors: dict, mapped: bool) -> ImageData:
+    """A cache entry's info and its {split}_images / {split}_labels tensors as an ImageData."""
     return ImageData(name, info["source"], tensors["train_images"], tensors["test_images"],
                      tensors["train_labels"], tensors["test_labels"], info["class_names"],
-                     info["converted"], info["skipped"], mapped=not in_memory)
+                     info["converted"], info["skipped"], mapped=mapped)
 
 
 # --------------------------------------------------------------------------- decoding

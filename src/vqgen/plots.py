@@ -48,8 +48,6 @@ def _panels(runs: list[tuple[str, list[dict], list[dict]]]) -> list[tuple[str, t
 
 
 def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
-    from matplotlib.ticker import FuncFormatter
-
     lines = 0
     for r, (name, steps, epochs) in enumerate(runs):
         for k, key in enumerate(keys):
@@ -71,8 +69,15 @@ def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
     # A log scale only where the values span more than a decade: a narrow one has unreadable ticks.
     if log and values and min(values) > 0 and max(values) / min(values) > 20:
         ax.set_yscale("log")
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    _plain_ticks(ax.yaxis)
+
+
+def _plain_ticks(axis) -> None:
+    """Tick labels as numbers people write (0.01, 20), none on minor ticks: a log scale would write 2x10^1."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "") -> "Figure":
@@ -99,14 +104,10 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
             ax.set_ylim(0, 1.05)
             _perplexity_axis(ax, runs, many)
         if keys == ("mse",):
-            from matplotlib.ticker import FuncFormatter, NullFormatter
-
             psnr_axis = ax.secondary_yaxis("right", functions=(_psnr, _mse))
             psnr_axis.set_ylabel("PSNR (dB)")
-            # plain dB ticks: the MSE axis is logarithmic, and its scale would otherwise label them 2x10^1
-            psnr_axis.yaxis.set_major_locator(MaxNLocator(nbins=6))
-            psnr_axis.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            psnr_axis.yaxis.set_minor_formatter(NullFormatter())
+            psnr_axis.yaxis.set_major_locator(MaxNLocator(nbins=6))   # evenly spaced dB, not the MSE's decades
+            _plain_ticks(psnr_axis.yaxis)
         if ax.get_legend_handles_labels()[0] and not many:
             ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), ncol=2, fontsize=8, frameon=False)
     for ax in axes[len(panels):]:
