@@ -9,8 +9,13 @@ What stays one across ranks: the weights (DDP averages the gradients), the
 codebook (the quantiser sums its statistics over ranks, see
 models/quantizer.py), the data order and augmentation (every rank draws the
 same random numbers and takes its slice of each batch). Only rank 0 writes
-the run directory, shows progress and saves checkpoints. When training ends,
+the run directory, shows progress and saves checkpoints. After each epoch,
 every rank's weights and buffers are compared, and a difference is an error.
+
+A model trained in several parameter groups (a generator and a discriminator)
+takes one backward pass per group, which DistributedDataParallel cannot serve;
+there the trainer averages each group's gradients itself (`average_gradients`)
+and rank 0's buffers are broadcast before each step, as DDP would.
 """
 
 from __future__ import annotations
@@ -91,6 +96,33 @@ def ranks_agree(module: torch.nn.Module, ranks: Ranks) -> bool:
     prints = [None] * ranks.world
     dist.all_gather_object(prints, fingerprint(module))
     return len(set(prints)) == 1
+
+
+def broadcast_state(module: torch.nn.Module) -> None:
+    """Rank 0's weights and buffers on every rank (what DistributedDataParallel does when it wraps a model)."""
+    for t in [*module.parameters(), *module.buffers()]:
+        dist.broadcast(t.data, 0)
+
+
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers on every rank, before each forward pass as DistributedDataParallel does."""
+    for t in module.buffers():
+        dist.broadcast(t.data, 0)
+
+
+def average_gradients(params: list[torch.nn.Parameter], ranks: Ranks) -> None:
+    """Each gradient averaged over the ranks (DistributedDataParallel's reduction, for a model trained in
+    several parameter groups, whose terms each take a backward pass of their own)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= ranks.world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
 
 
 def launch(devices: int, argv: list[str]) -> subprocess.CompletedProcess:

@@ -40,7 +40,7 @@ from vqgen.files import remove_stale_temps
 from vqgen.metrics import RunningMean, psnr
 from vqgen.progress import TrainProgress
 from vqgen.settings import field_names
-from vqgen.trainer import Trainer, autocast
+from vqgen.trainer import Optimization, Trainer, autocast
 from vqgen.tracking import STEPS, RunLog, read_steps
 
 SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")   # held-out figures shown after each epoch
@@ -95,6 +95,21 @@ def check_fits(spec: models.ModelSpec, config, device: torch.device) -> None:
         raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {need / 2**30:.1f} GiB with its "
                          f"optimizer state, more than the {total / 2**30:.0f} GiB of memory here; choose smaller "
                          "model settings")
+
+
+def check_groups(groups: list[models.ParameterGroup], net: torch.nn.Module, spec: models.ModelSpec) -> None:
+    """Every parameter of the model in exactly one group, and group names told apart."""
+    seen: dict[int, str] = {}
+    for g in groups:
+        for p in g.params:
+            if id(p) in seen:
+                raise RunError(f"the {spec.display_name}'s parameter groups {seen[id(p)]!r} and {g.name!r} share "
+                               "a parameter; each parameter belongs to one group")
+            seen[id(p)] = g.name
+    missing = sum(1 for p in net.parameters() if p.requires_grad and id(p) not in seen)
+    if missing or len({g.name for g in groups}) != len(groups):
+        raise RunError(f"the {spec.display_name}'s parameter groups leave {missing} parameters out or repeat a "
+                       "name; every trained parameter belongs to one group, and each group has its own name")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -399,24 +414,29 @@ class Session:
         if self.on_images:  # convolutional models run faster on channels-last tensors, on CPU and GPU alike
             net = net.to(memory_format=torch.channels_last)
         self.precision = resolve_precision(cfg.train.precision, device)
-        train_net = net
+        groups = net.parameter_groups()
+        check_groups(groups, net, self.spec)
+        train_net, self.sync_gradients, self.before_step = net, None, None
         if self.ranks.many:
             if device.type == "cuda":
                 train_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_net)
-            train_net = DistributedDataParallel(train_net, device_ids=[device.index] if device.type == "cuda" else None)
+            if len(groups) == 1:
+                train_net = DistributedDataParallel(train_net,
+                                                    device_ids=[device.index] if device.type == "cuda" else None)
+            else:   # one backward pass per group: gradients averaged by the trainer, buffers as DDP would
+                distributed.broadcast_state(net)
+                self.sync_gradients = lambda params: distributed.average_gradients(params, self.ranks)
+                self.before_step = lambda: distributed.broadcast_buffers(net)
         if cfg.train.compile:
             train_net = torch.compile(train_net)
-        # The fused Adam step is one kernel instead of several per parameter.
-        self.optimizer = torch.optim.Adam(net.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                          fused=device.type in ("cpu", "cuda"))
         steps = len(self.batches)
         schedule = lr_lambda(cfg.train.lr_schedule, cfg.train.epochs * steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.optimizations = [self.optimization(g, schedule) for g in groups]
         self.start_epoch, self.start_step, self.running = 0, 0, None
         if self.plan.resume is not None:
             state = self.plan.resume
             net.load_state_dict(self.plan.weights)
-            self.optimizer.load_state_dict(state["optimizer"])
+            self.load_optimizer_state(state)
             self.start_epoch, self.start_step = int(state["epoch"]), int(state.get("step", 0))
             torch.set_rng_state(state["torch_rng"])
             self.generator.set_state(state["data_rng"])
@@ -424,11 +444,36 @@ class Session:
             self.rows = runs.read_metrics(self.plan.run_dir / runs.METRICS, upto_epoch=self.start_epoch)
             # continue the schedule where the run stopped (over the new total of epochs)
             done = self.start_epoch * steps + self.start_step
-            self.scheduler.last_epoch = done
-            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
-                group["lr"] = base * schedule(done)
+            for o in self.optimizations:
+                o.scheduler.last_epoch = done
+                for group, base in zip(o.optimizer.param_groups, o.scheduler.base_lrs):
+                    group["lr"] = base * schedule(done)
         self.committed = self.start_epoch
         self.net, self.train_net = net, train_net
+
+    def optimization(self, group: models.ParameterGroup, schedule: Callable[[int], float]) -> Optimization:
+        """Adam over one parameter group, at its own settings where it has them, else the run's."""
+        train = self.cfg.train
+        # The fused Adam step is one kernel instead of several per parameter.
+        optimizer = torch.optim.Adam(group.params, lr=train.lr if group.lr is None else group.lr, betas=group.betas,
+                                     weight_decay=train.weight_decay if group.weight_decay is None
+                                     else group.weight_decay, fused=self.device.type in ("cpu", "cuda"))
+        return Optimization(optimizer, group.loss, group.start_step,
+                            torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), group.name)
+
+    def optimizer_state(self) -> dict:
+        """Every optimizer's state for resume.pt: "optimizer" for one (as vqgen 0.3 wrote it), else by group."""
+        if len(self.optimizations) == 1:
+            return {"optimizer": self.optimizations[0].optimizer.state_dict()}
+        return {"optimizers": {o.name: o.optimizer.state_dict() for o in self.optimizations}}
+
+    def load_optimizer_state(self, state: dict) -> None:
+        saved = state.get("optimizers") or {self.optimizations[0].name: state["optimizer"]}
+        if set(saved) != {o.name for o in self.optimizations}:
+            raise RunError(f"{self.plan.run_dir}: its saved optimizer state is for {', '.join(sorted(saved))}, but "
+                           f"this model trains {', '.join(o.name for o in self.optimizations)}; start a new run")
+        for o in self.optimizations:
+            o.optimizer.load_state_dict(saved[o.name])
 
     def open_run_dir(self, out: Path | None, name: str | None) -> None:
         """A new run's directory (rank 0), and the record of its steps."""
@@ -476,7 +521,7 @@ class Session:
         if self.spec.keeps_latents and tr.epoch == tr.epochs:
             net.eval()
             runs.save_latents(self.run_dir, D.map_batches(net.encode, self.train_x, device=self.device))
-        resume_state = {"optimizer": self.optimizer.state_dict(), "epoch": tr.epoch, "step": 0,
+        resume_state = {**self.optimizer_state(), "epoch": tr.epoch, "step": 0,
                         "torch_rng": torch.get_rng_state(), "data_rng": self.generator.get_state()}
         info = {"dataset_source": self.img.source, "class_names": self.img.class_names,
                 "image_size": self.img.image_size, "channels": self.img.channels,
@@ -496,10 +541,11 @@ class Session:
         self.build()
         if self.ranks.main:
             self.open_run_dir(out, name)
-        trainer = Trainer(self.train_net, self.optimizer, self.batches, epochs=self.cfg.train.epochs,
+        trainer = Trainer(self.train_net, self.optimizations, self.batches, epochs=self.cfg.train.epochs,
                           start_epoch=self.start_epoch, start_step=self.start_step, running=self.running,
-                          scheduler=self.scheduler, grad_clip=self.cfg.train.grad_clip, progress=self.progress,
-                          precision=self.precision, device_type=self.device.type)
+                          grad_clip=self.cfg.train.grad_clip, progress=self.progress, precision=self.precision,
+                          device_type=self.device.type, sync_gradients=self.sync_gradients,
+                          before_step=self.before_step)
         trainer.add_callback("on_epoch_end", self.on_epoch_end)
         if self.run_log is not None:
             steps = len(self.batches)
@@ -552,7 +598,7 @@ class Session:
         else:
             runs.save_interrupted(self.run_dir, {
                 "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                "optimizer": self.optimizer.state_dict(), "epoch": committed, "step": step,
+                **self.optimizer_state(), "epoch": committed, "step": step,
                 "torch_rng": torch.get_rng_state(), "data_rng": trainer.epoch_start_rng,
                 "running": trainer.running.state()})
             kept = f"the checkpoint of epoch {committed} is kept" if committed else "no epoch had finished"

@@ -5,7 +5,7 @@ one line that adds it (as vector-quantize-pytorch's `__init__.py` is a list of
 imports). Each knows tensors only, not files, progress bars or the CLI.
 """
 
-from vqgen.models.base import Autoencoder, Model
+from vqgen.models.base import Autoencoder, CodeModel, Model, ParameterGroup
 from vqgen.models.registry import (CodeShape, ImageShape, ModelSpec, Picture, PictureContext, display_names, find,
                                    get, names, register, unregister, with_operation)
 
@@ -20,7 +20,7 @@ from vqgen.models.quantizer import Quantizer, VectorQuantizer, quantizer_names  
 from vqgen.models.fsq import FSQ  # noqa: E402
 from vqgen.models.rvq import ResidualVQ  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL", "Autoencoder", "Model", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
+__all__ = ["DEFAULT_MODEL", "Autoencoder", "CodeModel", "Model", "ParameterGroup", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
            "register", "unregister", "get", "find", "names", "with_operation", "display_names",
            "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "Quantizer", "VectorQuantizer", "FSQ", "ResidualVQ",
            "quantizer_names"]

@@ -6,7 +6,10 @@ hooks, `torch.compile` and `DistributedDataParallel` see the whole step:
     losses = model(x, y)        # {"loss": scalar to minimise, other terms to show}
 
 Per-epoch figures (codebook usage, say) are counted from `reset_metrics()` to
-`epoch_metrics()`. An `Autoencoder` adds one way to get latents and decode
+`epoch_metrics()`. A model trains as one group of parameters on its "loss",
+or declares several `parameter_groups()`, each minimising its own term of the
+same forward pass with its own optimizer settings (a generator and a
+discriminator), optionally from a later step on. An `Autoencoder` adds one way to get latents and decode
 them, in each of its latent spaces:
 
     z = model.encode(x, space)  # space None: the model's first, default one
@@ -17,6 +20,8 @@ Models know tensors only: no files, progress bars or command line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -24,9 +29,44 @@ from vqgen.errors import UsageError
 from vqgen.models.registry import Picture, PictureContext
 
 
+@dataclass
+class ParameterGroup:
+    """Parameters that one optimizer (Adam) trains on one term of the model's forward pass.
+
+    The term is back-propagated into these parameters only, so a discriminator's loss does not
+    move the generator and the generator's adversarial term does not move the discriminator.
+    """
+    name: str                                  # as it reads in logs: "generator", "discriminator"
+    params: list                               # torch parameters
+    loss: str = "loss"                         # the key of forward()'s dict this group minimises
+    lr: float | None = None                    # None: the run's `lr`
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float | None = None          # None: the run's `weight_decay`
+    start_step: int = 0                        # trains from this step of the whole run on (0: from the start)
+
+
 class Model(nn.Module):
+    """What every model offers the rest of vqgen; nothing outside `models/` asks a model anything else."""
+
+    # The number of classes the model is conditioned on (a class label per image); 0: unconditioned.
+    num_classes: int = 0
+
+    @property
+    def conditional(self) -> bool:
+        return self.num_classes > 0
+
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def parameter_groups(self) -> list[ParameterGroup]:
+        """What the trainer optimises: by default every parameter, on "loss", at the run's settings."""
+        return [ParameterGroup("model", list(self.parameters()))]
+
+    def begin_step(self, step: int) -> None:
+        """Told the step of the whole run before each training step (a loss that starts later reads it).
+
+        A model that is compiled should keep what it derives from `step` in a tensor, not a Python
+        number, so that the compiled forward is not rebuilt every step."""
 
     def reset_metrics(self) -> None:
         """Start counting the per-epoch figures afresh."""
@@ -56,6 +96,33 @@ class Autoencoder(Model):
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+
+class CodeModel(Autoencoder):
+    """An autoencoder that turns images into grids of code indices and back (operation "codes"),
+    so that another model (a prior) can learn over its codes."""
+
+    @property
+    def codebook_size(self) -> int:
+        """Distinct codes a grid position can take."""
+        raise NotImplementedError
+
+    @property
+    def latent_grid(self) -> int:
+        """The code grid is latent_grid x latent_grid."""
+        raise NotImplementedError
+
+    def encode_indices(self, x: torch.Tensor) -> torch.Tensor:
+        """Code grids (B, h, w) of images in [0, 1]."""
+        raise NotImplementedError
+
+    def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] of code grids (B, h, w)."""
+        raise NotImplementedError
+
+    def code_fingerprint(self) -> str:
+        """Changes whenever the codebook does: a model trained on these codes checks it."""
+        raise NotImplementedError
 
 
 def reconstruction_picture(model: Autoencoder, ctx: PictureContext) -> list[Picture]:

@@ -115,10 +115,6 @@ class CodePrior(Model):
         return self.cfg.num_classes
 
     @property
-    def conditional(self) -> bool:
-        return self.cfg.num_classes > 0
-
-    @property
     def guidable(self) -> bool:
         """Whether classifier-free guidance works: the prior also learned p(codes) without a class."""
         return self.conditional and self.cfg.class_dropout > 0

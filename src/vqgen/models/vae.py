@@ -59,7 +59,6 @@ class VAE(Autoencoder):
     """Latent space: "mean", the mean of q(z | x)."""
 
     latent_spaces = ("mean",)
-    conditional = False
 
     def __init__(self, cfg: VAEConfig):
         super().__init__()

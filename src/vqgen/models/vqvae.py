@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqgen.errors import UsageError
-from vqgen.models.base import Autoencoder, reconstruction_picture
+from vqgen.models.base import CodeModel, reconstruction_picture
 from vqgen.models.quantizer import build_quantizer, quantizer_names, settle_quantizer
 from vqgen.models.registry import ImageShape, ModelSpec, register
 from vqgen.settings import at_least, between, each, one_of, setting, validate
@@ -119,7 +119,7 @@ class Decoder(nn.Module):
         return self.net(z)
 
 
-class VQVAE(Autoencoder):
+class VQVAE(CodeModel):
     """Latent spaces: "pre" (the encoder's continuous output, the seed's way to morph)
     and "post" (after quantisation)."""
 
