@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from vqgen import api
-from vqgen.models.fsq import settle_levels
-from vqgen.models.quantizer import Quantizer, register_quantizer
+from vqgen.models.fsq import FSQConfig
+from vqgen.models.quantizer import Quantizer, QuantizerSpec, VQConfig, register_quantizer
 
 
 class Reference(Quantizer):
@@ -80,13 +80,13 @@ def register_reference() -> None:
             threshold_ema_dead_code=cfg.dead_code_threshold, rotation_trick=rotation_trick,
             accept_image_fmap=True), cfg.codebook_size, cfg.code_dim, fsq=False)
 
-    register_quantizer("ref-vq", vector_quantize(False))
-    register_quantizer("ref-vq-rotation", vector_quantize(True))
+    register_quantizer(QuantizerSpec("ref-vq", VQConfig, vector_quantize(False), "vector-quantize-pytorch's"))
+    register_quantizer(QuantizerSpec("ref-vq-rotation", VQConfig, vector_quantize(True), "the same, rotation trick"))
     def fsq(cfg):
         with torch.device("cpu"):   # FSQ reads its levels with .item(), which vqgen's size check on "meta" cannot
             return Reference(FSQ(levels=list(cfg.levels)), cfg.codebook_size, cfg.code_dim, fsq=True)
 
-    register_quantizer("ref-fsq", fsq, settle_levels)   # the sizes follow from the levels, as for vqgen's FSQ
+    register_quantizer(QuantizerSpec("ref-fsq", FSQConfig, fsq, "vector-quantize-pytorch's FSQ"))   # vqgen FSQ's levels
 
 
 ROWS = {   # name: (label, settings)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from vqgen.data import ImageData
+    from vqgen.generate import Sampler
     from vqgen.runs import Checkpoint
     from vqgen.training import TrainResult
 
@@ -39,6 +41,7 @@ Log = Callable[[str], None]
 
 MAX_STEPS = 1000          # frames of a morph
 MAX_SAMPLES = 10_000      # images per sample call
+MAX_MAP = 100_000         # held-out images placed on a latent map
 
 
 def _quiet(_: str) -> None:
@@ -56,6 +59,10 @@ def check_steps(steps: int) -> int:
             return f"{v}: at most {MAX_STEPS:,} frames; a longer morph would not fit in memory or a picture"
         return None
     return check_arg("steps", steps, check)
+
+
+def check_map_size(n: int) -> int:
+    return check_arg("n", n, at_least(10, MAX_MAP))
 
 
 def check_sampling(n: int, temperature: float | None, top_k: int | None, guidance: float | None,
@@ -99,70 +106,71 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
                                                                "precision", "compile")})
     if devices is not None:
         check_arg("devices", devices, at_least(1, 1024))
-        from vqgen import distributed
-
-        world = distributed.launched_world()
-        if world == 1 and devices > 1:
-            return _train_in_processes(devices, model, dataset, config, flags, out, name, resume, run,
-                                       quiet=getattr(progress, "quiet", False))
-        if world > 1 and devices != world:
-            raise UsageError(f"`devices` {devices}: torchrun started {world} processes; drop `devices` under torchrun")
     if dataset is not None:
         check_train_flags({"dataset": dataset})
     if resume is None:
         check_output_dir(Path(out if out is not None else "runs"), "out")
+    plan = {"model": model, "dataset": dataset, "config_file": str(config) if config is not None else None,
+            "flags": flags, "out": out, "name": name, "resume": resume, "parent_run": run}
+    if devices is not None:
+        from vqgen import distributed
+
+        world = distributed.launched_world()
+        if world == 1 and devices > 1:
+            return _train_in_processes(devices, plan, quiet=progress.quiet if progress is not None else False)
+        if world > 1 and devices != world:
+            raise UsageError(f"`devices` {devices}: torchrun started {world} processes; drop `devices` under torchrun")
+    return _train(plan, progress)
+
+
+def _train(plan: dict, progress) -> "TrainResult":
+    """Train as `plan` says: the arguments of `training.train`, as `train` checked them (paths may be strings)."""
     from vqgen import training
 
-    return training.train(model, dataset, str(config) if config is not None else None, flags,
-                          Path(out) if out is not None else None, name,
-                          Path(resume) if resume is not None else None,
-                          Path(run) if run is not None else None, progress)
+    paths = {k: Path(plan[k]) if plan[k] is not None else None for k in ("out", "resume", "parent_run")}
+    return training.train(plan["model"], plan["dataset"], plan["config_file"], plan["flags"], paths["out"],
+                          plan["name"], paths["resume"], paths["parent_run"], progress)
 
 
-FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "device": "--device", "seed": "--seed",
-         "precision": "--precision"}
-
-
-def _train_in_processes(devices: int, model, dataset, config, flags: dict, out, name, resume, run,
-                        quiet: bool = False) -> "TrainResult":
-    """`vqgen train` in `devices` processes through torchrun, as the command line would run it."""
+def _train_in_processes(devices: int, plan: dict, quiet: bool = False) -> "TrainResult":
+    """`train` in `devices` processes through torchrun: each reads the plan from a file (`train_planned`), and
+    the first writes what the run left to a file named in it."""
+    import json
     import tempfile
 
-    import yaml
-
-    from vqgen import distributed, runs
-    from vqgen.config import read_yaml
+    from vqgen import distributed
     from vqgen.errors import RunError
     from vqgen.training import TrainResult
 
-    argv = []
-    for key, value in (("--model", model), ("--dataset", dataset), ("--out", out), ("--name", name),
-                       ("--resume", resume), ("--run", run)):
-        if value is not None:
-            argv += [key, str(value)]
-    rest = {k: v for k, v in flags.items() if v is not None and k not in FLAGS and k != "compile"}
-    argv += [a for k, flag in FLAGS.items() if flags.get(k) is not None for a in (flag, str(flags[k]))]
-    if flags.get("compile"):
-        argv.append("--compile")
-    if quiet:
-        argv.append("--quiet")
     with tempfile.TemporaryDirectory() as tmp:
-        if rest:   # settings without a flag go in a config file, over the one given
-            if resume is not None:
-                raise UsageError(f"`{next(iter(rest))}`: a resumed run keeps its settings; drop it")
-            merged = {**(read_yaml(config) if config is not None else {}), **rest}
-            config = Path(tmp) / "settings.yaml"
-            config.write_text(yaml.safe_dump(merged))
-        if config is not None:
-            argv += ["--config", str(config)]
-        done = distributed.launch(devices, argv)
-    lines = [ln for ln in (done.stdout or "").splitlines() if ln.strip()]
-    if done.returncode not in (0, 130) or not lines:
-        raise RunError(f"training in {devices} processes failed (exit code {done.returncode}); "
-                       "its messages are above")
-    run_dir = Path(lines[-1])
-    rows = runs.read_metrics(run_dir / runs.METRICS)
-    return TrainResult(run_dir, rows[-1] if rows else {}, interrupted=done.returncode == 130)
+        plan_file, result_file = Path(tmp) / "plan.json", Path(tmp) / "result.json"
+        plan = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in plan.items()}
+        plan_file.write_text(json.dumps({"train": plan, "quiet": quiet, "result": str(result_file)}))
+        code = distributed.launch(devices, plan_file)
+        done = json.loads(result_file.read_text()) if result_file.is_file() else None
+    if code not in (0, 130) or done is None:
+        raise RunError(f"training in {devices} processes failed (exit code {code}); its messages are above")
+    return TrainResult(Path(done["run_dir"]), done["metrics"], interrupted=done["interrupted"] or code == 130,
+                       summary=done["summary"])
+
+
+def train_planned(plan_file: PathLike) -> "TrainResult":
+    """One of the processes `train(devices=N)` starts under torchrun: it trains as the plan file says, and the
+    first process writes the run's directory, metrics and state where the plan says, for the process that
+    started them."""
+    import json
+
+    from vqgen import distributed
+    from vqgen.files import atomic_write
+    from vqgen.progress import TrainProgress
+
+    plan = json.loads(Path(plan_file).read_text())
+    result = _train(plan["train"], TrainProgress(quiet=plan["quiet"]))
+    if distributed.launched_rank() == 0:
+        done = {"run_dir": str(result.run_dir), "metrics": result.metrics, "interrupted": result.interrupted,
+                "summary": result.summary}
+        atomic_write(Path(plan["result"]), lambda tmp: tmp.write_text(json.dumps(done)))
+    return result
 
 
 # --------------------------------------------------------------------------- load
@@ -189,13 +197,74 @@ def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, dev
     return runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
 
 
+def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
+    """The run that draws samples for `ckpt` and its `Sampler`: itself (with its parent run as decoder, for a
+    model of codes), or the newest run beside it trained on its codes (saying which)."""
+    from vqgen import generate, runs
+
+    specs = generate.sampler_specs(ckpt.spec)
+    device = next(ckpt.model.parameters()).device
+    if ckpt.spec.can("sample"):
+        parent = runs.load_parent(ckpt.config, device) if ckpt.spec.trains_on == "codes" else None
+        return ckpt, _sampler(ckpt, parent)
+    child_dir = runs.find_child_run(ckpt, specs)
+    log(f"Using {runs.describe_kinds(specs)} {child_dir}")
+    child = runs.load_checkpoint(child_dir, device, accept=specs)
+    runs.check_parent(child.config, ckpt)
+    return child, _sampler(child, ckpt)
+
+
+def _sampler(ckpt: "Checkpoint", decoder: "Checkpoint | None") -> "Sampler":
+    from vqgen import generate, runs
+
+    return generate.Sampler(ckpt.spec, ckpt.model, (decoder or ckpt).class_names,
+                            decoder.model if decoder is not None else None,
+                            latents=lambda: runs.load_latents(ckpt.run_dir))
+
+
+def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, object]:
+    """What an interpolation endpoint names: ("index", i), ("file", path) or ("class", k)."""
+    from vqgen.data import IMAGE_SUFFIXES
+
+    if spec.startswith("#"):
+        try:
+            return "index", int(spec[1:])
+        except ValueError:
+            raise UsageError(f"{spec!r}: after # comes a dataset index, such as #10") from None
+    if Path(spec).is_file():
+        return "file", Path(spec)
+    if class_names and spec in class_names:
+        return "class", class_names.index(spec)
+    looks_like_file = Path(spec).suffix.lower() in IMAGE_SUFFIXES or "/" in spec
+    if looks_like_file:
+        raise UsageError(f"{spec}: no such image file")
+    if class_names:
+        numbered = class_names == [str(i) for i in range(len(class_names))]
+        shown = f"{class_names[0]}-{class_names[-1]}" if numbered or len(class_names) > 12 else ", ".join(class_names)
+        raise UsageError(f"{spec!r}: the dataset has no such class (classes: {shown}); "
+                         "or give #INDEX or an image file")
+    raise UsageError(f"{spec!r}: this dataset has no class labels; give #INDEX into its held-out "
+                     "images or an image file")
+
+
+@dataclass
+class LatentMap:
+    """Held-out images placed in 2-D by the first two principal components of their latents."""
+    images: "torch.Tensor"                 # (n, C, H, W) in [0, 1]
+    labels: "torch.Tensor | None"          # their classes, where the dataset has labels
+    coords: "torch.Tensor"                 # (n, 2)
+    explained: tuple[float, float]         # the share of the latents' variance along each axis
+    codes: "torch.Tensor | None" = None    # code grids (n, h, w), for a model with codes
+    usage: "torch.Tensor | None" = None    # how many times each code is used in them
+
+
 class Model:
     """A trained model: reconstruct, encode, decode, interpolate and sample, as its kind allows."""
 
     def __init__(self, checkpoint: "Checkpoint"):
         self.checkpoint = checkpoint
         self._data: ImageData | None = None
-        self._sampler = None
+        self._draws_with = None
 
     # ------------------------------------------------------------------ what it is
 
@@ -236,7 +305,7 @@ class Model:
 
     def to(self, device: str) -> "Model":
         self.module.to(device)
-        self._sampler = None
+        self._draws_with = None
         return self
 
     def __repr__(self) -> str:
@@ -254,9 +323,12 @@ class Model:
     def data(self, log: Log = _quiet) -> "ImageData":
         """The dataset it was trained on, decoded (through the cache), loaded once."""
         if self._data is None:
-            from vqgen import generate
+            from vqgen import data
 
-            self._data = generate.run_images(self.checkpoint, log)
+            if self.spec.trains_on != "images":
+                raise UsageError(f"a {self.spec.display_name} run has no images of its own; pass the run it was "
+                                 "trained on")
+            self._data = data.load_run_images(self.config, log)
         return self._data
 
     def held_out(self, n: int = 8) -> "torch.Tensor":
@@ -271,49 +343,63 @@ class Model:
         c, size, _ = self.image_shape
         return data.to_images(images, size, c)
 
+    def _batched(self, fn, x: "torch.Tensor", batch_size: int = 500) -> "torch.Tensor":
+        """`fn` of the module in eval mode over x in batches on its device, without gradients; on the CPU."""
+        from vqgen import data
+
+        self.module.eval()
+        return data.map_batches(fn, x, batch_size=batch_size, device=self.device)
+
     # ------------------------------------------------------------------ operations
 
     def reconstruct(self, images) -> "torch.Tensor":
         """Reconstructions (N, C, H, W) in [0, 1] of images."""
-        from vqgen import generate
-
         self._require("reconstruct")
-        return generate.reconstruct(self.module, self.images(images))
+        return self._batched(self.module.reconstruct, self.images(images))
 
     def encode(self, images, space: str | None = None) -> "torch.Tensor":
         """Latents of images (for a VQ-VAE, `space="pre"` before quantisation or "post" after)."""
-        from vqgen import data
-
         self._require("encode")
-        self.module.eval().space(space)
-        return data.map_batches(lambda x: self.module.encode(x, space), self.images(images), device=self.device)
+        self.module.space(space)
+        return self._batched(lambda x: self.module.encode(x, space), self.images(images))
 
     def decode(self, latents: "torch.Tensor", space: str | None = None) -> "torch.Tensor":
         """Images (N, C, H, W) in [0, 1] from latents as `encode` returns them."""
-        from vqgen import data
-
         self._require("encode")
-        self.module.eval().space(space)
-        return data.map_batches(lambda z: self.module.decode(z, space), latents, device=self.device)
+        self.module.space(space)
+        return self._batched(lambda z: self.module.decode(z, space), latents)
 
     def codes(self, images) -> "torch.Tensor":
         """Code grids (N, h, w) of images, for a model with a codebook."""
-        from vqgen import data
-
         self._require("codes")
-        self.module.eval()
-        return data.map_batches(self.module.encode_indices, self.images(images), device=self.device)
+        return self._batched(self.module.encode_indices, self.images(images))
 
     def endpoint(self, spec, log: Log = _quiet) -> "torch.Tensor":
         """One morph endpoint as (1, C, H, W): a class label ("4" or 4), "#INDEX" of a held-out image, an image
-        file, or an image (tensor, PIL)."""
-        from vqgen import generate
-
+        file, or an image (tensor, PIL). The dataset is loaded only for a label or an index."""
         if isinstance(spec, int) and not isinstance(spec, bool):
             spec = str(spec)
-        if isinstance(spec, (str, os.PathLike)) and not (isinstance(spec, str) and Path(spec).is_dir()):
-            return generate.endpoint_image(os.fspath(spec), self.checkpoint, lambda: self.data(log))
-        return self.images(spec)[:1]
+        if not isinstance(spec, (str, os.PathLike)) or (isinstance(spec, str) and Path(spec).is_dir()):
+            return self.images(spec)[:1]
+        spec = os.fspath(spec)
+        kind, value = parse_endpoint(spec, self.class_names)
+        if kind == "file":
+            from vqgen import data
+
+            mc = self.config.model_config
+            return data.load_image_file(value, mc.image_size, mc.channels)
+        held_out = self.data(log)
+        images, labels = held_out.test_images, held_out.test_labels
+        if kind == "index":
+            if not 0 <= value < len(images):
+                raise UsageError(f"{spec}: index out of range; the held-out split has {len(images)} images "
+                                 f"(#0-#{len(images) - 1})")
+            return images[value:value + 1].float().div(255)
+        hits = (labels == value).nonzero().flatten() if labels is not None else []
+        if len(hits) == 0:
+            raise UsageError(f"{spec!r}: no held-out image has that class")
+        i = int(hits[0])
+        return images[i:i + 1].float().div(255)
 
     def interpolate(self, a, b, steps: int = 12, *, method: str = "lerp", space: str | None = None,
                     log: Log = _quiet) -> "torch.Tensor":
@@ -326,9 +412,34 @@ class Model:
 
         check_steps(steps)
         self._require("interpolate")
-        self.module.space(space)   # before any data is loaded
+        space = self.module.space(space)   # before any data is loaded
         xa, xb = self.endpoint(a, log), self.endpoint(b, log)
-        return generate.morph(self.module, xa, xb, steps, method, space)
+        latents = generate.morph_latents(self.module, xa, xb, steps, method, space)
+        return self._batched(lambda z: self.module.decode(z, space), latents, batch_size=256)
+
+    def latent_map(self, n: int = 2000, log: Log = _quiet) -> LatentMap:
+        """The first n held-out images in 2-D (the PCA of their latents); for a model with codes, their code
+        grids and how often each code is used."""
+        import torch
+
+        from vqgen import generate
+
+        check_map_size(n)
+        self._require("encode")
+        held_out = self.data(log)
+        x = held_out.test_images[:n].float().div(255)
+        labels = held_out.test_labels[:n] if held_out.test_labels is not None else None
+        coords, explained = generate.principal_components(self.encode(x))
+        found = LatentMap(x, labels, coords, explained)
+        if self.spec.can("codes"):
+            found.codes = self.codes(x)
+            found.usage = torch.bincount(found.codes.flatten(), minlength=self.module.codebook_size)
+        return found
+
+    def _sampling(self, log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
+        if self._draws_with is None:
+            self._draws_with = open_sampler(self.checkpoint, log)
+        return self._draws_with
 
     def sample(self, n: int = 16, *, digit: int | None = None, class_name: str | None = None,
                temperature: float | None = None, top_k: int | None = None, guidance: float | None = None,
@@ -348,31 +459,23 @@ class Model:
 
         check_sampling(n, temperature, top_k, guidance, seed)
         options = {"temperature": temperature, "top_k": top_k, "guidance": guidance, "sampler": sampler}
-        generate.check_sample_options(self.checkpoint, {**options, "digit": digit, "class_name": class_name})
-        if self._sampler is None:
-            self._sampler = generate.find_sampler(self.checkpoint, log)
-        label = generate.class_label(self._sampler, digit, class_name)
+        generate.check_sample_options(self.spec, {**options, "digit": digit, "class_name": class_name})
+        _, source = self._sampling(log)
+        label = generate.class_label(source, digit, class_name)
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        return generate.sample(self._sampler, n, label=label, generator=generator, preview=preview, **options)
+        return generate.sample(source, n, label=label, generator=generator, preview=preview, **options)
 
     @property
     def sample_classes(self) -> list[str] | None:
         """The classes `sample` draws in turn when no class is asked for (None: it does not sample by class)."""
-        from vqgen import generate
-
-        if self._sampler is None:
-            self._sampler = generate.find_sampler(self.checkpoint)
-        return self._sampler.class_names if getattr(self._sampler.checkpoint.model, "conditional", False) else None
+        _, source = self._sampling()
+        return source.class_names if source.model.conditional else None
 
     @property
     def sample_options(self) -> tuple[str, ...]:
         """The options `sample` takes for this model (e.g. temperature, top_k, guidance; sampler for a VAE)."""
-        from vqgen import generate
-
-        if self._sampler is None:
-            self._sampler = generate.find_sampler(self.checkpoint)
         names = {"temperature", "top_k", "guidance", "sampler"}
-        return tuple(o for o in self._sampler.spec.sample_options if o in names)
+        return tuple(o for o in self._sampling()[1].spec.sample_options if o in names)
 
     def metrics(self) -> list[dict]:
         """The run's held-out figures, one dict per finished epoch (empty for a bare weights file)."""
@@ -384,11 +487,7 @@ class Model:
     @property
     def sampler_run(self) -> Path:
         """The run that draws this model's samples (itself, or the prior of a VQ-VAE)."""
-        from vqgen import generate
-
-        if self._sampler is None:
-            self._sampler = generate.find_sampler(self.checkpoint)
-        return self._sampler.checkpoint.run_dir
+        return self._sampling()[0].run_dir
 
 
 # --------------------------------------------------------------------------- show

@@ -17,7 +17,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from rich.console import Console
@@ -35,37 +35,48 @@ app = typer.Typer(
 )
 stdout = Console()
 err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
-quiet = {"on": False}
 
 
 def say(text: str) -> None:
-    """Status lines go to stderr, so stdout stays clean for --json and paths; --quiet drops them."""
-    if not quiet["on"]:
-        err.print(text, highlight=False)
+    """A status line: on stderr, so stdout stays clean for --json and paths."""
+    err.print(text, highlight=False)
 
 
-def _flags_shown_bare() -> None:
-    """Typer 0.29 shows a boolean flag as `--json <bool>`, as if it took a value, and a required argument
-    as `{A}` in the usage line; show them as `--json` and `A`, as most command lines do."""
-    try:
-        from typer.core import TyperArgument, TyperOption
-
-        shown = TyperOption.display_type_rich
-        usage = TyperArgument._usage_display_name
-
-        def display(self, ctx):
-            return None if self.is_flag else shown(self, ctx)
-
-        def usage_name(self):
-            return usage(self).replace("{", "").replace("}", "")
-
-        TyperOption.display_type_rich = display
-        TyperArgument._usage_display_name = usage_name
-    except (ImportError, AttributeError):   # another Typer: its own way is fine
-        pass
+def _silent(text: str) -> None:
+    pass
 
 
-_flags_shown_bare()
+def status_log(quiet: bool) -> Callable[[str], None]:
+    """Where a command's status lines go: `say`, or nowhere with --quiet."""
+    return _silent if quiet else say
+
+
+class _BareFlag(typer.core.TyperOption):
+    def display_type_rich(self, ctx):
+        return None
+
+
+class _PlainArgument(typer.core.TyperArgument):
+    def _usage_display_name(self) -> str:
+        return super()._usage_display_name().replace("{", "").replace("}", "")
+
+
+class Command(typer.core.TyperCommand):
+    """A vqgen command, whose help shows a boolean flag bare (`--json`, where Typer 0.29 writes `--json <bool>`
+    as if it took a value) and a required argument as `A` in the usage line (Typer 0.29: `{A}`), as most
+    command lines do. Typer has no setting for either; each command is given this class (`cls`), which
+    shows its own parameters so, and leaves Typer's classes as they are."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if type(p) is typer.core.TyperOption and p.is_flag:
+                p.__class__ = _BareFlag
+            elif type(p) is typer.core.TyperArgument:
+                p.__class__ = _PlainArgument
+        return params
+
+
 QUIET = typer.Option(False, "--quiet", "-q", help="Print only what was written (the path or JSON) and errors.")
 RUN = typer.Option(None, "--run", "-r", show_default="the latest run that can", help="Run directory or .safetensors file.")
 A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
@@ -124,9 +135,9 @@ def main_options(
     """Train a VQ-VAE or a VAE, then reconstruct, morph and sample."""
 
 
-def finish(report) -> None:
+def finish(report, log: Callable[[str], None]) -> None:
     for line in report.lines:
-        say(line)
+        log(line)
     print(report.path)
 
 
@@ -137,7 +148,22 @@ def table(title: str | None = None, **kw) -> Table:
 # --------------------------------------------------------------------------- train
 
 
-@app.command(epilog="Examples:\n\n  vqgen train\n\n  vqgen train --model vae --dataset anime-faces --epochs 30"
+class ListsQuantizers(Command):
+    """A command whose help ends with the registered quantisers and their settings, read from the registry
+    when the help is shown (the registry loads PyTorch; flag checks answer before it)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from vqgen.models.quantizer import quantizer_specs   # the models package registers each quantiser
+        from vqgen.settings import field_names
+
+        listed = [f"    {q.name} ({q.description}): {', '.join(field_names(q.config_class))}" for q in quantizer_specs()]
+        self.epilog = (self.epilog.split("\n\n  Quantisers")[0] + "\n\n  Quantisers (--quantizer) and their settings "
+                       "(in --config, or keywords of vqgen.train):\n\n" + "\n\n".join(listed))
+        super().format_help(ctx, formatter)
+
+
+@app.command(cls=ListsQuantizers,
+             epilog="Examples:\n\n  vqgen train\n\n  vqgen train --model vae --dataset anime-faces --epochs 30"
              "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6"
              "\n\n  vqgen train --model vae --dataset anime-faces --device cuda --devices 4"
              "\n\n  vqgen train --quantizer fsq --name fsq-mnist")
@@ -172,39 +198,37 @@ def train(
                                           help="Train on this many GPUs (CPU processes without one), through torchrun; "
                                                "--batch-size is the global batch."),
     quantizer: Optional[str] = typer.Option(None, "--quantizer", show_default="vq",
-                                            help="VQ-VAE: vq (learned codebook), fsq (fixed levels) or rvq (residual)."),
+                                            help="VQ-VAE: vq (learned codebook), fsq (fixed levels), rvq (residual) "
+                                                 "or another registered quantiser (listed below)."),
     rotation_trick: bool = typer.Option(False, "--rotation-trick",
                                         help="VQ-VAE with vq or rvq: gradients through the rotation trick."),
     quiet_flag: bool = QUIET,
+    plan: Optional[Path] = typer.Option(None, "--plan", hidden=True,
+                                        help="The settings of one of the processes --devices starts; no other flag."),
 ) -> None:
     """Train a model; writes a run directory with weights, metrics and pictures."""
-    from vqgen import api
+    from vqgen import commands
     from vqgen.progress import TrainProgress
 
-    quiet["on"] = quiet_flag
-    result = api.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                       seed=seed, out=out, name=name, resume=resume, run=run, precision=precision,
-                       compile=compile or None, devices=devices,
-                       progress=TrainProgress(console=err, quiet=quiet_flag),
-                       **({"quantizer": quantizer} if quantizer is not None else {}),
-                       **({"rotation_trick": True} if rotation_trick else {}))
-    if result.run_dir is None:   # another rank than 0 under torchrun: rank 0 reports
-        return
-    m = result.metrics
-    if "test_psnr" in m:
-        say(f"Test MSE {m['test_mse']:.5f}  PSNR {m['test_psnr']:.2f} dB"
-            + (f"  codebook usage {m['test_usage']:.0%}" if "test_usage" in m else ""))
-    elif "test_bits_per_code" in m:
-        say(f"Test NLL {m['test_bits_per_code']:.3f} bits per code")
-    print(result.run_dir)
-    if result.interrupted:
+    if plan is not None:   # one of the processes --devices N starts: the process that started them reports
+        report = commands.train_planned(plan)
+    else:
+        report = commands.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr,
+                                device=device, seed=seed, out=out, name=name, resume=resume, run=run,
+                                precision=precision, compile=compile or None, devices=devices,
+                                progress=TrainProgress(console=err, quiet=quiet_flag),
+                                **({"quantizer": quantizer} if quantizer is not None else {}),
+                                **({"rotation_trick": True} if rotation_trick else {}))
+    if report.path is not None:   # under torchrun, the first process reports
+        finish(report, status_log(quiet_flag))
+    if report.interrupted:
         raise typer.Exit(130)
 
 
 # --------------------------------------------------------------------------- reconstruct
 
 
-@app.command(epilog="Examples:\n\n  vqgen reconstruct\n\n  vqgen reconstruct --input my_digits/ --out recon/")
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen reconstruct\n\n  vqgen reconstruct --input my_digits/ --out recon/")
 @handle_errors
 def reconstruct(
     run: Optional[Path] = RUN,
@@ -216,16 +240,16 @@ def reconstruct(
     quiet_flag: bool = QUIET,
 ) -> None:
     """Originals above reconstructions as one grid; prints MSE and PSNR."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    finish(tasks.reconstruct(run, input, out, n, log=say))
+    say = status_log(quiet_flag)
+    finish(commands.reconstruct(run, input, out, n, log=say), say)
 
 
 # --------------------------------------------------------------------------- interpolate / gif
 
 
-@app.command(epilog="Examples:\n\n  vqgen interpolate 4 9 --steps 12\n\n  vqgen interpolate '#3' '#10' --frames frames/"
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen interpolate 4 9 --steps 12\n\n  vqgen interpolate '#3' '#10' --frames frames/"
              "\n\n  vqgen interpolate a.png b.png --run runs/vae-anime-faces --method slerp")
 @handle_errors
 def interpolate(
@@ -240,13 +264,13 @@ def interpolate(
     quiet_flag: bool = QUIET,
 ) -> None:
     """Morph A into B through the latent space; writes a PNG strip."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    finish(tasks.interpolate(a, b, steps, run, out, frames, method, space, log=say))
+    say = status_log(quiet_flag)
+    finish(commands.interpolate(a, b, steps, run, out, frames, method, space, log=say), say)
 
 
-@app.command(epilog="Examples:\n\n  vqgen gif 4 9\n\n  vqgen gif '#10' '#250' --run runs/vae-anime-faces --fps 12"
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen gif 4 9\n\n  vqgen gif '#10' '#250' --run runs/vae-anime-faces --fps 12"
              "\n\n  vqgen gif --training runs/vqvae-mnist")
 @handle_errors
 def gif(
@@ -262,16 +286,16 @@ def gif(
     quiet_flag: bool = QUIET,
 ) -> None:
     """The A -> B morph as a looping GIF (there and back), or a run's training progress."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    finish(tasks.gif(a, b, steps, fps, run, out, method, space, training, log=say))
+    say = status_log(quiet_flag)
+    finish(commands.gif(a, b, steps, fps, run, out, method, space, training, log=say), say)
 
 
 # --------------------------------------------------------------------------- sample
 
 
-@app.command(epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8 --guidance 2"
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen sample --n 64\n\n  vqgen sample --digit 7 --n 16 --temperature 0.8 --guidance 2"
              "\n\n  vqgen sample --run runs/vae-anime-faces --sampler mix")
 @handle_errors
 def sample(
@@ -295,29 +319,24 @@ def sample(
     quiet_flag: bool = QUIET,
 ) -> None:
     """New images: from a VAE, or from a VQ-VAE through its learned prior."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    finish(tasks.sample(n, run, digit, class_name, sampler, temperature, top_k, guidance, seed, out, frames, log=say))
+    say = status_log(quiet_flag)
+    finish(commands.sample(n, run, digit, class_name, sampler, temperature, top_k, guidance, seed, out, frames, log=say), say)
 
 
 # --------------------------------------------------------------------------- eval / info
 
 
-EVAL_COLUMNS = {   # column: header; the default table fits 80 columns, --all shows every figure
-    "epoch": "epoch", "test_loss": "test loss", "test_mse": "test MSE", "test_psnr": "PSNR dB",
-    "test_bits_per_code": "bits/code", "test_kl": "KL", "train_usage": "usage", "train_perplexity": "ppl",
-    "img_per_s": "img/s", "seconds": "s",
-}
-
-
-def _cell(key: str, v) -> str:
+def _cell(key: str, v, figures: dict | None = None) -> str:
+    """A table cell: `key` a figure's column (test_mse, train_usage), formatted as its models.Figure says."""
     from vqgen.progress import format_value
 
-    return format_value(key, v)
+    name = key.split("_", 1)[1] if key.startswith(("test_", "train_")) else key
+    return format_value(key, v, (figures or {}).get(name))
 
 
-@app.command("eval", epilog="Examples:\n\n  vqgen eval\n\n  vqgen eval --run runs/vqvae-mnist-2 --json\n\n  vqgen eval --all")
+@app.command("eval", cls=Command, epilog="Examples:\n\n  vqgen eval\n\n  vqgen eval --run runs/vqvae-mnist-2 --json\n\n  vqgen eval --all")
 @handle_errors
 def eval_cmd(
     run: Optional[Path] = typer.Option(None, "--run", "-r", show_default="the latest run", help="Run directory."),
@@ -325,48 +344,47 @@ def eval_cmd(
     show_all: bool = typer.Option(False, "--all", help="Every figure in metrics.csv, not only the main ones."),
 ) -> None:
     """A run's metrics per epoch, as a table or JSON."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    report = tasks.metrics(run, log=say).data
+    done = commands.metrics(run, log=say)
+    report, figures = done.data, {f.name: f for _, _, f in done.columns}
     if as_json:
         print(json.dumps(report, indent=2))
         return
     rows = report["epochs"]
     title = f"{report['run']} ({report['model_name']})"
     if show_all:   # every figure: one per line, the epochs across, in blocks that fit the terminal
-        figures = [c for c in rows[-1] if c != "epoch"]
-        per_block = max(1, (stdout.width - max(len(f) for f in figures) - 2) // 10)
+        keys = [c for c in rows[-1] if c != "epoch"]
+        per_block = max(1, (stdout.width - max(len(k) for k in keys) - 2) // 10)
         for start in range(0, len(rows), per_block):
             block = rows[start:start + per_block]
             t = table(title if start == 0 else None)
             t.add_column("epoch")
             for r in block:
                 t.add_column(str(r["epoch"]), justify="right")
-            for f in figures:
-                t.add_row(f, *[_cell(f, r.get(f, "")) for r in block])
+            for k in keys:
+                t.add_row(k, *[_cell(k, r.get(k, ""), figures) for r in block])
             stdout.print(t)
         return
-    cols = [c for c in EVAL_COLUMNS if c in rows[-1]]
-    if "test_mse" in cols:
-        cols.remove("test_loss")
+    cols = [("epoch", "epoch")] + [(key, header) for key, header, _ in done.columns if key in rows[-1]]
     t = table(title)
-    for c in cols:
-        t.add_column(EVAL_COLUMNS[c], justify="right", overflow="fold")
+    for _, header in cols:
+        t.add_column(header, justify="right", overflow="fold")
     for r in rows:
-        t.add_row(*[_cell(c, r.get(c, "")) for c in cols])
+        t.add_row(*[_cell(key, r.get(key, ""), figures) for key, _ in cols])
     stdout.print(t)
 
 
-@app.command(epilog="Examples:\n\n  vqgen info runs/vqvae-mnist\n\n  vqgen info model.safetensors")
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen info runs/vqvae-mnist\n\n  vqgen info model.safetensors")
 @handle_errors
 def info(
     run: Optional[Path] = typer.Argument(None, help="Run directory or .safetensors file (default: latest run)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """What a run or checkpoint is: model, data, settings, size, metrics."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    summary = tasks.describe(run, log=say).data
+    summary = commands.describe(run, log=say).data
     if as_json:
         print(json.dumps(summary, indent=2))
         return
@@ -395,7 +413,7 @@ def _megabytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
 
 
-@app.command("runs", epilog="Examples:\n\n  vqgen runs\n\n  vqgen runs --json\n\n  vqgen runs --clean --yes")
+@app.command("runs", cls=Command, epilog="Examples:\n\n  vqgen runs\n\n  vqgen runs --json\n\n  vqgen runs --clean --yes")
 @handle_errors
 def runs_cmd(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that holds the run directories."),
@@ -404,18 +422,18 @@ def runs_cmd(
     yes: bool = typer.Option(False, "--yes", "-y", help="With --clean: do not ask."),
 ) -> None:
     """The runs in a folder: model, data, epochs, best held-out figure, size and status."""
-    from vqgen import tasks
+    from vqgen import commands
 
     if clean:
         def confirm(names: list[str]) -> bool:
             return yes or typer.confirm(f"Remove {len(names)} runs that never finished an epoch "
                                         f"({', '.join(names)})?", default=False, err=True)
 
-        report = tasks.clean_runs(out, confirm)
+        report = commands.clean_runs(out, confirm)
         for line in report.lines:
             say(line)
         return
-    found = tasks.list_runs(out).data["runs"]
+    found = commands.list_runs(out).data["runs"]
     if as_json:
         print(json.dumps(found, indent=2))
         return
@@ -433,7 +451,7 @@ def runs_cmd(
     stdout.print(t)
 
 
-@app.command(epilog="Examples:\n\n  vqgen compare runs/vqvae-mnist runs/vqvae-mnist-2")
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen compare runs/vqvae-mnist runs/vqvae-mnist-2")
 @handle_errors
 def compare(
     runs: list[Path] = typer.Argument(..., metavar="RUN", help="Run directories to compare."),
@@ -442,27 +460,27 @@ def compare(
     quiet_flag: bool = QUIET,
 ) -> None:
     """Runs side by side: their curves in one plot, and a table of their final figures."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    report = tasks.compare(runs, out, log=say)
+    report = commands.compare(runs, out, log=status_log(quiet_flag))
     if as_json:
         print(json.dumps(report.data, indent=2))
         return
-    rows = report.data["runs"]
-    cols = [c for c in EVAL_COLUMNS if any(c in r for r in rows) and c not in ("test_loss", "seconds")]
+    rows, figures = report.data["runs"], {f.name: f for _, _, f in report.columns}
+    cols = [("epoch", "epoch")] + [(key, header) for key, header, _ in report.columns
+                                   if any(key in r for r in rows) and key != "seconds"]
     t = table("final epoch")
     t.add_column("run", overflow="fold")
-    for c in cols:
-        t.add_column(EVAL_COLUMNS[c], justify="right", overflow="fold")
+    for _, header in cols:
+        t.add_column(header, justify="right", overflow="fold")
     for r in rows:
-        t.add_row(r["run"], *[_cell(c, r.get(c, "")) for c in cols])
-    if not quiet["on"]:
+        t.add_row(r["run"], *[_cell(key, r.get(key, ""), figures) for key, _ in cols])
+    if not quiet_flag:
         err.print(t)
     print(report.path)
 
 
-@app.command("map", epilog="Examples:\n\n  vqgen map\n\n  vqgen map --run runs/vae-mnist --n 5000 --json > map.json")
+@app.command("map", cls=Command, epilog="Examples:\n\n  vqgen map\n\n  vqgen map --run runs/vae-mnist --n 5000 --json > map.json")
 @handle_errors
 def map_cmd(
     run: Optional[Path] = RUN,
@@ -472,17 +490,17 @@ def map_cmd(
     quiet_flag: bool = QUIET,
 ) -> None:
     """The held-out latents in 2-D (PCA), coloured by class; for a VQ-VAE also codebook use and code grids."""
-    from vqgen import tasks
+    from vqgen import commands
 
-    quiet["on"] = quiet_flag
-    report = tasks.latent_map(run, n, out, log=say)
+    say = status_log(quiet_flag)
+    report = commands.latent_map(run, n, out, log=say)
     if as_json:
         print(json.dumps(report.data))
         return
-    finish(report)
+    finish(report, say)
 
 
-@app.command(epilog="Examples:\n\n  vqgen demo\n\n  vqgen demo --run runs/vae-anime-faces --port 7861"
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen demo\n\n  vqgen demo --run runs/vae-anime-faces --port 7861"
              "\n\nNeeds the demo extra: pip install \"vqgen\\[demo]\"")
 @handle_errors
 def demo(

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vqgen.errors import UsageError
-from vqgen.settings import at_least, build, check_value, field_names, one_of, positive, setting, validate
+from vqgen.settings import (at_least, build, check_value, field_names, one_of, positive, setting, setting_names,
+                            spread, validate)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 LR_SCHEDULES = ("onecycle", "constant")
@@ -64,7 +65,7 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         d = {"model": self.model, "train": dataclasses.asdict(self.train),
-             "model_config": dataclasses.asdict(self.model_config)}
+             "model_config": spread(type(self.model_config), dataclasses.asdict(self.model_config))}
         if self.source:
             d["source"] = self.source
         if self.parent:
@@ -128,9 +129,10 @@ def read_yaml(path: str | Path) -> dict:
 
 
 def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
-    """Sort a flat or sectioned dict into training and model settings."""
+    """Sort a flat or sectioned dict into training and model settings; the model's are flat (a quantiser's
+    `quantizer_config` spread among the others), so that defaults, a file and flags merge setting by setting."""
     train, model = {}, {}
-    train_keys, model_keys = set(field_names(TrainConfig)), set(field_names(model_cls))
+    train_keys, model_keys = set(field_names(TrainConfig)), set(setting_names(model_cls))
     for key, value in data.items():
         if key in ("train", "model_config") and isinstance(value, dict):
             (train if key == "train" else model).update(value)
@@ -145,6 +147,7 @@ def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
         else:
             raise UsageError(f"unknown setting {key!r} in the config; known: "
                              f"{', '.join(sorted(train_keys | model_keys))}")
+    model = spread(model_cls, model)
     for section, values, known in (("train", train, train_keys), ("model", model, model_keys)):
         unknown = sorted(set(values) - known)
         if unknown:
@@ -190,9 +193,4 @@ def resolve_config(model: str, shape, *, file_values: dict | None = None, flags:
         preset_train = {**preset_train, **spec.gpu_defaults}
     train_values = {**preset_train, **file_train, **check_values(TrainConfig, flag_train)}
     model_values = {**preset_model, **file_model, **check_values(spec.config_class, flag_model)}
-    if spec.trains_on == "codes":   # the parent's codes decide these
-        model_values.update(codebook_size=shape.codebook_size, grid=shape.grid)
-        if model_values.get("num_classes") not in (0, shape.num_classes):
-            raise UsageError(f"`num_classes` {model_values['num_classes']}: the parent run's data has "
-                             f"{shape.num_classes} classes; use {shape.num_classes} or 0 (unconditional)")
-    return RunConfig(model, build(TrainConfig, train_values), spec.config(model_values))
+    return RunConfig(model, build(TrainConfig, train_values), spec.config(spec.settle(shape, model_values)))

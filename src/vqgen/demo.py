@@ -7,9 +7,11 @@ handlers are plain methods of `Page`, which the tests call directly: each
 returns what the page shows, and bad input comes back as a message on the
 page (`Page.message`), never a stack trace.
 
-The page makes no network calls of its own: Gradio's analytics are off, its
-fonts are the system's, and `share` is never used. It binds to 127.0.0.1
-unless told otherwise.
+The page makes no network calls of its own: Gradio's analytics and the Hub
+client's telemetry are off while the page is built and served (and back as they
+were after), its fonts are the system's, and a public link is made only when
+`share` is asked for, with a warning. It binds to 127.0.0.1 unless told
+otherwise.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import queue
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -28,10 +32,8 @@ import numpy as np
 from vqgen.api import Model, check_sampling, check_steps, load
 from vqgen.errors import UsageError, VQGenError
 
-# Before Gradio is imported: no analytics, no version check, no telemetry from the Hub client.
-for _key, _value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_DISABLE_TELEMETRY", "1"),
-                     ("HF_HUB_OFFLINE", "1")):
-    os.environ.setdefault(_key, _value)
+# While the page is built and served: no analytics or version check from Gradio, no telemetry from the Hub client.
+PRIVATE = {"GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 DEFAULT_PORT = 7860
 LOCALHOST = "127.0.0.1"
@@ -45,9 +47,23 @@ PICK_BRUSH = "() => { setTimeout(() => document.querySelector('#sketch button[ar
 INSTALL_HINT = 'the demo needs Gradio: pip install "vqgen[demo]"'
 
 
+@contextmanager
+def private():
+    """PRIVATE's settings for the block, where the user has not chosen otherwise; the environment as it
+    was after it."""
+    added = [k for k in PRIVATE if k not in os.environ]
+    os.environ.update({k: PRIVATE[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
 def require_gradio():
     try:
-        import gradio
+        with private():   # Gradio reads some of its settings when it is imported
+            import gradio
     except ImportError:
         raise UsageError(INSTALL_HINT) from None
     return gradio
@@ -177,8 +193,8 @@ class Page:
         c, h, w = m.image_shape
         rows = m.metrics()
         last = rows[-1] if rows else {}
-        names = {"test_psnr": "PSNR {:.1f} dB", "test_mse": "MSE {:.4f}", "test_bits_per_code": "{:.2f} bits per code"}
-        figures = ", ".join(f.format(last[k]) for k, f in names.items() if isinstance(last.get(k), (int, float)))
+        figures = ", ".join(f"{f.label} {f.format(last[f'test_{f.name}'])}" for f in m.spec.figures
+                            if f.shown and isinstance(last.get(f"test_{f.name}"), (int, float)))
         can = ", ".join(sorted(m.spec.operations)) or "sample"
         return (f"**{m.spec.display_name}**, {m.checkpoint.epoch} epochs on `{Path(str(m.config.train.dataset)).name}`; "
                 f"{w}x{h} {'grey' if c == 1 else 'colour'} images. Held out: {figures or 'none yet'}. Can: {can}.")
@@ -387,143 +403,156 @@ def guarded(fn: Callable, outputs: int) -> Callable:
 
 
 def build(page: Page):
-    """The Gradio Blocks of the page."""
+    """The Gradio Blocks of the page: the run chooser, a tab per thing to do, and their wiring."""
     gr = require_gradio()
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])
-    first = page.default_run()
-
     with gr.Blocks(title="vqgen demo", analytics_enabled=False) as blocks:
         gr.Markdown("# vqgen demo\nDraw a digit, morph one image into another, or sample new ones. "
                     "Choose a trained run first.")
         with gr.Row():
-            run = gr.Dropdown(choices=page.run_choices(), value=first, label="run", scale=3,
+            run = gr.Dropdown(choices=page.run_choices(), value=page.default_run(), label="run", scale=3,
                               allow_custom_value=True)
             refresh = gr.Button("↻ runs", scale=0, min_width=80)
-        about = gr.Markdown()
-
-        with gr.Tab("Draw") as draw_tab:
-            gr.Markdown("Draw in the black box; the model's reconstruction appears after each stroke.")
-            with gr.Row():
-                black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
-                sketch = gr.Sketchpad(value={"background": black, "layers": [], "composite": black},
-                                      label="draw here", canvas_size=(CANVAS, CANVAS),
-                                      fixed_canvas=True,
-                                      image_mode="RGBA", type="numpy", layers=False, transforms=(), format="png",
-                                      brush=gr.Brush(default_size=22, colors=["#ffffff"], color_mode="fixed"),
-                                      elem_id="sketch", height=CANVAS + 120, width=CANVAS + 40)
-                seen = gr.Image(label="as the model sees it", elem_id="seen", interactive=False, height=VIEW + 40, buttons=SAVE)
-                recon = gr.Image(label="reconstruction", elem_id="recon", interactive=False, height=VIEW + 40, buttons=SAVE)
-                codes = gr.Image(label="code grid (one colour per code)", elem_id="codes", interactive=False,
-                                 height=VIEW + 40, buttons=SAVE)
-            draw_note = gr.Markdown(elem_id="draw-note")
-
-        with gr.Tab("Morph") as morph_tab:
-            with gr.Row():
-                a = gr.Dropdown(label="A: a class or #INDEX of a held-out image", allow_custom_value=True,
-                                elem_id="morph-a")
-                b = gr.Dropdown(label="B", allow_custom_value=True, elem_id="morph-b")
-                steps = gr.Slider(2, 24, value=12, step=1, label="frames in the strip")
-            with gr.Accordion("or upload A and B", open=False):
-                with gr.Row():
-                    up_a = gr.Image(label="A", type="pil", sources=["upload"], height=160)
-                    up_b = gr.Image(label="B", type="pil", sources=["upload"], height=160)
-            go = gr.Button("Morph", variant="primary", elem_id="morph-go")
-            with gr.Row():
-                t = gr.Slider(0, 1, value=0.5, step=1 / (SLIDER_FRAMES - 1), label="from A (0) to B (1)",
-                              elem_id="morph-t")
-                frame = gr.Image(label="frame", elem_id="morph-frame", interactive=False, height=VIEW + 40, buttons=SAVE)
-            strip = gr.Image(label="strip", elem_id="morph-strip", interactive=False, buttons=SAVE)
-            with gr.Row():
-                make_gif = gr.Button("Make a GIF")
-                gif_file = gr.File(label="GIF", elem_id="morph-gif")
-            morph_note = gr.Markdown(elem_id="morph-note")
-            frames = gr.State(None)
-
-        with gr.Tab("Sample") as sample_tab:
-            with gr.Row():
-                n = gr.Slider(1, 64, value=16, step=1, label="images")
-                klass = gr.Dropdown(label="class (none: every class in turn)", elem_id="sample-class")
-                sampler = gr.Radio(["prior", "mix"], value="prior", label="sampler: N(0, I) or mixes of training "
-                                   "latents", visible=False)
-            with gr.Row():
-                temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature")
-                guidance = gr.Slider(1.0, 4.0, value=1.5, step=0.1, label="guidance (with a class)")
-                top_k = gr.Number(0, label="top-k (0: all codes)", precision=0, minimum=0)
-                seed = gr.Number(0, label="seed (-1: new each time)", precision=0, minimum=-1)
-            draw_samples = gr.Button("Sample", variant="primary", elem_id="sample-go")
-            samples = gr.Image(label="samples", elem_id="samples", interactive=False, buttons=SAVE)
-            sample_note = gr.Markdown(elem_id="sample-note")
-
-        with gr.Tab("Train watch") as watch_tab:
-            gr.Markdown(f"The run's newest epoch picture and its curves, looked at every {WATCH_SECONDS:.0f} s "
-                        "while this tab is open.")
-            watch_note = gr.Markdown(elem_id="watch-note")
-            with gr.Row():
-                picture = gr.Image(label="newest epoch picture", interactive=False, buttons=SAVE)
-                curves = gr.Image(label="curves", interactive=False, buttons=SAVE)
-            timer = gr.Timer(WATCH_SECONDS, active=False)
-
-        # -------------------------------------------------------------- wiring
-
-        def choose(path):
-            try:
-                can = page.abilities(path)
-                text = page.describe(path)
-                page.warm(path)
-            except Exception as e:   # noqa: BLE001
-                return (Page.message(e), *[gr.update()] * 8)
-            classes = can["classes"]
-            options = can["sample_options"]
-            note = "" if can["sample"] else f"Sampling: {can['why_not_sample']}"
-            return (text,
-                    gr.update(choices=classes + ["#0", "#1", "#2"], value=classes[4 % len(classes)] if classes
-                              else "#0"),
-                    gr.update(choices=classes + ["#0", "#1", "#2"], value=classes[9 % len(classes)] if classes
-                              else "#1"),
-                    gr.update(choices=[""] + can["sample_classes"], value=""),
-                    gr.update(visible="sampler" in options),
-                    gr.update(visible="guidance" in options),
-                    gr.update(visible="top_k" in options),
-                    gr.update(visible=can["codes"]),
-                    note)
-
-        chosen = [about, a, b, klass, sampler, guidance, top_k, codes, sample_note]
-        run.change(choose, run, chosen)
-        blocks.load(choose, run, chosen)
-        refresh.click(lambda cur: gr.update(choices=page.run_choices(), value=cur), run, run)
-
-        def on_draw(path, value):
-            shown = page.draw(path, value)
-            return (*((shown.images + (None, None, None))[:3]), shown.message)
-
-        # `input`: each stroke the user makes (`change` also fires when the page sets the value).
-        sketch.input(guarded(on_draw, 4), [run, sketch], [seen, recon, codes, draw_note],
-                      trigger_mode="always_last", show_progress="hidden", queue=False)
-
-        def on_morph(path, a_, b_, ua, ub, k, t_):
-            fr, st, msg = page.morph(path, a_, b_, ua, ub, k)
-            return fr, st, page.frame_at(fr, t_), msg
-
-        go.click(guarded(on_morph, 4), [run, a, b, up_a, up_b, steps, t], [frames, strip, frame, morph_note],
-                 concurrency_id="quick")
-        t.change(lambda fr, t_: page.frame_at(fr, t_), [frames, t], frame, trigger_mode="always_last",
-                 show_progress="hidden", queue=False)
-        make_gif.click(guarded(lambda fr: (page.gif(fr), ""), 2), frames, [gif_file, morph_note])
-
-        draw_samples.click(guarded(page.sample, 2),
-                           [run, n, klass, temperature, guidance, top_k, seed, sampler], [samples, sample_note],
-                           concurrency_id="sample", concurrency_limit=1)
-
-        timer.tick(guarded(page.watch, 3), run, [picture, curves, watch_note], show_progress="hidden")
-        watch_tab.select(guarded(page.watch, 3), run, [picture, curves, watch_note]).then(
-            lambda: gr.Timer(active=True), None, timer)
-        for tab in (draw_tab, morph_tab, sample_tab):
-            tab.select(lambda: gr.Timer(active=False), None, timer)
-
+        ui = SimpleNamespace(run=run, refresh=refresh, about=gr.Markdown())
+        _draw_tab(gr, ui)
+        _morph_tab(gr, ui)
+        _sample_tab(gr, ui)
+        _watch_tab(gr, ui)
+        _wire(gr, page, blocks, ui)
     blocks.vqgen_theme = theme
-    blocks.vqgen_timer = timer
+    blocks.vqgen_timer = ui.timer
     return blocks
+
+
+def _draw_tab(gr, ui: SimpleNamespace) -> None:
+    with gr.Tab("Draw") as ui.draw_tab:
+        gr.Markdown("Draw in the black box; the model's reconstruction appears after each stroke.")
+        with gr.Row():
+            black = np.zeros((CANVAS, CANVAS, 3), np.uint8)
+            ui.sketch = gr.Sketchpad(value={"background": black, "layers": [], "composite": black},
+                                     label="draw here", canvas_size=(CANVAS, CANVAS), fixed_canvas=True,
+                                     image_mode="RGBA", type="numpy", layers=False, transforms=(), format="png",
+                                     brush=gr.Brush(default_size=22, colors=["#ffffff"], color_mode="fixed"),
+                                     elem_id="sketch", height=CANVAS + 120, width=CANVAS + 40)
+            ui.seen = gr.Image(label="as the model sees it", elem_id="seen", interactive=False, height=VIEW + 40,
+                               buttons=SAVE)
+            ui.recon = gr.Image(label="reconstruction", elem_id="recon", interactive=False, height=VIEW + 40,
+                                buttons=SAVE)
+            ui.codes = gr.Image(label="code grid (one colour per code)", elem_id="codes", interactive=False,
+                                height=VIEW + 40, buttons=SAVE)
+        ui.draw_note = gr.Markdown(elem_id="draw-note")
+
+
+def _morph_tab(gr, ui: SimpleNamespace) -> None:
+    with gr.Tab("Morph") as ui.morph_tab:
+        with gr.Row():
+            ui.a = gr.Dropdown(label="A: a class or #INDEX of a held-out image", allow_custom_value=True,
+                               elem_id="morph-a")
+            ui.b = gr.Dropdown(label="B", allow_custom_value=True, elem_id="morph-b")
+            ui.steps = gr.Slider(2, 24, value=12, step=1, label="frames in the strip")
+        with gr.Accordion("or upload A and B", open=False):
+            with gr.Row():
+                ui.up_a = gr.Image(label="A", type="pil", sources=["upload"], height=160)
+                ui.up_b = gr.Image(label="B", type="pil", sources=["upload"], height=160)
+        ui.go = gr.Button("Morph", variant="primary", elem_id="morph-go")
+        with gr.Row():
+            ui.t = gr.Slider(0, 1, value=0.5, step=1 / (SLIDER_FRAMES - 1), label="from A (0) to B (1)",
+                             elem_id="morph-t")
+            ui.frame = gr.Image(label="frame", elem_id="morph-frame", interactive=False, height=VIEW + 40,
+                                buttons=SAVE)
+        ui.strip = gr.Image(label="strip", elem_id="morph-strip", interactive=False, buttons=SAVE)
+        with gr.Row():
+            ui.make_gif = gr.Button("Make a GIF")
+            ui.gif_file = gr.File(label="GIF", elem_id="morph-gif")
+        ui.morph_note = gr.Markdown(elem_id="morph-note")
+        ui.frames = gr.State(None)
+
+
+def _sample_tab(gr, ui: SimpleNamespace) -> None:
+    with gr.Tab("Sample") as ui.sample_tab:
+        with gr.Row():
+            ui.n = gr.Slider(1, 64, value=16, step=1, label="images")
+            ui.klass = gr.Dropdown(label="class (none: every class in turn)", elem_id="sample-class")
+            ui.sampler = gr.Radio(["prior", "mix"], value="prior", label="sampler: N(0, I) or mixes of training "
+                                  "latents", visible=False)
+        with gr.Row():
+            ui.temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature")
+            ui.guidance = gr.Slider(1.0, 4.0, value=1.5, step=0.1, label="guidance (with a class)")
+            ui.top_k = gr.Number(0, label="top-k (0: all codes)", precision=0, minimum=0)
+            ui.seed = gr.Number(0, label="seed (-1: new each time)", precision=0, minimum=-1)
+        ui.draw_samples = gr.Button("Sample", variant="primary", elem_id="sample-go")
+        ui.samples = gr.Image(label="samples", elem_id="samples", interactive=False, buttons=SAVE)
+        ui.sample_note = gr.Markdown(elem_id="sample-note")
+
+
+def _watch_tab(gr, ui: SimpleNamespace) -> None:
+    with gr.Tab("Train watch") as ui.watch_tab:
+        gr.Markdown(f"The run's newest epoch picture and its curves, looked at every {WATCH_SECONDS:.0f} s "
+                    "while this tab is open.")
+        ui.watch_note = gr.Markdown(elem_id="watch-note")
+        with gr.Row():
+            ui.picture = gr.Image(label="newest epoch picture", interactive=False, buttons=SAVE)
+            ui.curves = gr.Image(label="curves", interactive=False, buttons=SAVE)
+        ui.timer = gr.Timer(WATCH_SECONDS, active=False)
+
+
+def _wire(gr, page: Page, blocks, ui: SimpleNamespace) -> None:
+    """What each control does: every handler is a method of `page`, guarded so that errors show as text."""
+    def choose(path):
+        try:
+            can = page.abilities(path)
+            text = page.describe(path)
+            page.warm(path)
+        except Exception as e:   # noqa: BLE001
+            return (Page.message(e), *[gr.update()] * 8)
+        classes = can["classes"]
+        options = can["sample_options"]
+        note = "" if can["sample"] else f"Sampling: {can['why_not_sample']}"
+        return (text,
+                gr.update(choices=classes + ["#0", "#1", "#2"], value=classes[4 % len(classes)] if classes
+                          else "#0"),
+                gr.update(choices=classes + ["#0", "#1", "#2"], value=classes[9 % len(classes)] if classes
+                          else "#1"),
+                gr.update(choices=[""] + can["sample_classes"], value=""),
+                gr.update(visible="sampler" in options),
+                gr.update(visible="guidance" in options),
+                gr.update(visible="top_k" in options),
+                gr.update(visible=can["codes"]),
+                note)
+
+    chosen = [ui.about, ui.a, ui.b, ui.klass, ui.sampler, ui.guidance, ui.top_k, ui.codes, ui.sample_note]
+    ui.run.change(choose, ui.run, chosen)
+    blocks.load(choose, ui.run, chosen)
+    ui.refresh.click(lambda cur: gr.update(choices=page.run_choices(), value=cur), ui.run, ui.run)
+
+    def on_draw(path, value):
+        shown = page.draw(path, value)
+        return (*((shown.images + (None, None, None))[:3]), shown.message)
+
+    # `input`: each stroke the user makes (`change` also fires when the page sets the value).
+    ui.sketch.input(guarded(on_draw, 4), [ui.run, ui.sketch], [ui.seen, ui.recon, ui.codes, ui.draw_note],
+                    trigger_mode="always_last", show_progress="hidden", queue=False)
+
+    def on_morph(path, a_, b_, ua, ub, k, t_):
+        fr, st, msg = page.morph(path, a_, b_, ua, ub, k)
+        return fr, st, page.frame_at(fr, t_), msg
+
+    ui.go.click(guarded(on_morph, 4), [ui.run, ui.a, ui.b, ui.up_a, ui.up_b, ui.steps, ui.t],
+                [ui.frames, ui.strip, ui.frame, ui.morph_note], concurrency_id="quick")
+    ui.t.change(lambda fr, t_: page.frame_at(fr, t_), [ui.frames, ui.t], ui.frame, trigger_mode="always_last",
+                show_progress="hidden", queue=False)
+    ui.make_gif.click(guarded(lambda fr: (page.gif(fr), ""), 2), ui.frames, [ui.gif_file, ui.morph_note])
+
+    ui.draw_samples.click(guarded(page.sample, 2),
+                          [ui.run, ui.n, ui.klass, ui.temperature, ui.guidance, ui.top_k, ui.seed, ui.sampler],
+                          [ui.samples, ui.sample_note], concurrency_id="sample", concurrency_limit=1)
+
+    watch = [ui.picture, ui.curves, ui.watch_note]
+    ui.timer.tick(guarded(page.watch, 3), ui.run, watch, show_progress="hidden")
+    ui.watch_tab.select(guarded(page.watch, 3), ui.run, watch).then(lambda: gr.Timer(active=True), None, ui.timer)
+    for tab in (ui.draw_tab, ui.morph_tab, ui.sample_tab):
+        tab.select(lambda: gr.Timer(active=False), None, ui.timer)
 
 
 def launch(run: Path | str | None = None, runs_dir: Path | str = "runs", host: str = LOCALHOST,
@@ -532,7 +561,7 @@ def launch(run: Path | str | None = None, runs_dir: Path | str = "runs", host: s
     """Serve the page until interrupted (Ctrl-C)."""
     if not 1 <= int(port) <= 65535:
         raise UsageError(f"`port` {port}: a port is 1 to 65535")
-    gr = require_gradio()
+    require_gradio()
     if run is not None and not Path(run).exists():
         raise UsageError(f"`run` {run}: no such run directory or weights file")
     page = Page(runs_dir, run)
@@ -544,7 +573,12 @@ def launch(run: Path | str | None = None, runs_dir: Path | str = "runs", host: s
         log(f"Warning: serving on {host}: anyone who can reach this machine can use the page")
     if share:
         log("Warning: --share makes a public link through Gradio's servers: anyone with it can use the page")
-    blocks = build(page)
+    with private():
+        serve(build(page), host, port, share, open_browser, log)
+
+
+def serve(blocks, host: str, port: int, share: bool, open_browser: bool, log: Callable[[str], None]) -> None:
+    """Serve the built page until Ctrl-C."""
     try:
         blocks.queue(default_concurrency_limit=2).launch(
             server_name=host, server_port=int(port), share=share, inbrowser=open_browser, quiet=True,

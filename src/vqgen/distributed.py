@@ -3,7 +3,8 @@
 `torchrun --nproc-per-node N -m vqgen train ...` starts N processes; each
 finds its rank in the environment torchrun sets, joins the process group
 (NCCL on GPUs, gloo on CPUs) and trains its share of each batch inside
-DistributedDataParallel. `vqgen train --devices N` starts torchrun itself.
+DistributedDataParallel. `vqgen train --devices N` starts torchrun itself,
+handing each process a plan file of the parsed settings (`launch`).
 
 What stays one across ranks: the weights (DDP averages the gradients), the
 codebook (the quantiser sums its statistics over ranks, see
@@ -26,6 +27,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -51,6 +53,11 @@ class Ranks:
 def launched_world() -> int:
     """The number of processes torchrun started this one among (1 when not under torchrun)."""
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def launched_rank() -> int:
+    """This process's rank among those torchrun started (0 when not under torchrun)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def join(device_type: str) -> Ranks:
@@ -125,16 +132,19 @@ def average_gradients(params: list[torch.nn.Parameter], ranks: Ranks) -> None:
         offset += g.numel()
 
 
-def launch(devices: int, argv: list[str]) -> subprocess.CompletedProcess:
-    """Run `vqgen train` with these arguments in `devices` processes through torchrun; stdout is captured."""
+def launch(devices: int, plan: Path) -> int:
+    """Start `devices` processes through torchrun, each training as the plan file says (`vqgen train --plan`,
+    which `vqgen.api.train_planned` serves); their exit code.
+
+    Their stdout goes to stderr: the starting process's stdout holds only what it prints itself.
+    """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
-           "-m", "vqgen", "train", *argv]
+           "-m", "vqgen", "train", "--plan", str(plan)]
     # Each process gets its share of the cores (torchrun would give each one thread, with a banner saying so).
     threads = str(max(1, (os.cpu_count() or 1) // devices))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=2, env=env)
     try:
-        out, _ = proc.communicate()
+        return proc.wait()
     except KeyboardInterrupt:   # Ctrl-C reaches every rank too: let rank 0 save, then report
-        out, _ = proc.communicate()
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+        return proc.wait()

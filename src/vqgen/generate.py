@@ -1,8 +1,10 @@
-"""What a trained model makes: reconstructions, morphs and samples.
+"""Inference over tensors: the latents of a morph, and samples.
 
-Plain functions over loaded checkpoints and tensors. No model is named here:
-a morph goes through the autoencoder contract (`encode`/`decode` in a latent
-space), and sampling is routed by what each registered model can do:
+Plain functions over loaded models and tensors: nothing here reads a file,
+loads a dataset or looks for a run (the API's `Model` does, and hands the
+tensors down). No model is named here: a morph goes through the autoencoder
+contract (`encode` in a latent space), and sampling is routed by what each
+registered model can do:
 
 - a model that samples on its own (a VAE) draws images;
 - a model trained on another's codes (a prior) draws code grids, which its
@@ -15,76 +17,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 
-from vqgen import data as D
-from vqgen import models, runs
+from vqgen import models
 from vqgen.errors import UsageError
-from vqgen.files import slug
-
-Log = Callable[[str], None]
-
-
-def run_images(ckpt: runs.Checkpoint, log: Log = lambda s: None) -> D.ImageData:
-    """The dataset a model was trained on, from the cache (decoded again if need be)."""
-    if ckpt.spec.trains_on != "images":
-        raise UsageError(f"a {ckpt.spec.display_name} run has no images of its own; pass the run it was trained on")
-    return D.load_run_images(ckpt.config, log)
-
-
-# --------------------------------------------------------------------------- endpoints
-
-
-def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, object]:
-    """What an interpolation endpoint names: ("index", i), ("file", path) or ("class", k)."""
-    if spec.startswith("#"):
-        try:
-            return "index", int(spec[1:])
-        except ValueError:
-            raise UsageError(f"{spec!r}: after # comes a dataset index, such as #10") from None
-    if Path(spec).is_file():
-        return "file", Path(spec)
-    if class_names and spec in class_names:
-        return "class", class_names.index(spec)
-    looks_like_file = Path(spec).suffix.lower() in D.IMAGE_SUFFIXES or "/" in spec
-    if looks_like_file:
-        raise UsageError(f"{spec}: no such image file")
-    if class_names:
-        numbered = class_names == [str(i) for i in range(len(class_names))]
-        shown = f"{class_names[0]}-{class_names[-1]}" if numbered or len(class_names) > 12 else ", ".join(class_names)
-        raise UsageError(f"{spec!r}: the dataset has no such class (classes: {shown}); "
-                         "or give #INDEX or an image file")
-    raise UsageError(f"{spec!r}: this dataset has no class labels; give #INDEX into its held-out "
-                     "images or an image file")
-
-
-def endpoint_image(spec: str, ckpt: runs.Checkpoint, data_loader: Callable[[], D.ImageData]) -> torch.Tensor:
-    """One endpoint as a (1, C, H, W) image in [0, 1]; `data_loader` is called only if the dataset is needed."""
-    kind, value = parse_endpoint(spec, ckpt.class_names)
-    mc = ckpt.config.model_config
-    if kind == "file":
-        return D.load_image_file(value, mc.image_size, mc.channels)
-    data = data_loader()
-    images, labels = data.test_images, data.test_labels
-    if kind == "index":
-        if not 0 <= value < len(images):
-            raise UsageError(f"{spec}: index out of range; the held-out split has {len(images)} images "
-                             f"(#0-#{len(images) - 1})")
-        return images[value:value + 1].float().div(255)
-    hits = (labels == value).nonzero().flatten() if labels is not None else torch.zeros(0)
-    if len(hits) == 0:
-        raise UsageError(f"{spec!r}: no held-out image has that class")
-    i = int(hits[0])
-    return images[i:i + 1].float().div(255)
-
-
-def endpoint_name(spec: str) -> str:
-    """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
-    p = Path(spec)
-    return slug(p.stem if p.suffix else spec.lstrip("#"))
 
 
 # --------------------------------------------------------------------------- morphs
@@ -110,26 +48,30 @@ def interpolate_latents(za: torch.Tensor, zb: torch.Tensor, steps: int, method: 
 
 
 @torch.no_grad()
-def morph(model: models.Autoencoder, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "lerp",
-          space: str | None = None, batch_size: int = 256) -> torch.Tensor:
-    """Frames (steps, C, H, W) of the morph from image xa to image xb, through the model's latent `space`.
-
-    Frames are decoded in batches, so memory stays bounded however many are asked for.
-    """
+def morph_latents(model: models.Autoencoder, xa: torch.Tensor, xb: torch.Tensor, steps: int, method: str = "lerp",
+                  space: str | None = None) -> torch.Tensor:
+    """The latents of the `steps` frames of the morph from image xa to image xb, in the model's latent `space`,
+    on the model's device; `model.decode(z, space)` makes the frames."""
     if method not in ("lerp", "slerp"):
         raise UsageError(f"`method` {method}: use lerp or slerp")
     model.eval()
     space = model.space(space)
     device = next(model.parameters()).device
     za, zb = model.encode(xa.to(device), space), model.encode(xb.to(device), space)
-    latents = interpolate_latents(za, zb, steps, method)
-    return D.map_batches(lambda z: model.decode(z, space), latents, batch_size=batch_size, device=device)
+    return interpolate_latents(za, zb, steps, method)
 
 
-@torch.no_grad()
-def reconstruct(model: models.Autoencoder, x: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    model.eval()
-    return D.map_batches(model.reconstruct, x, batch_size=batch_size, device=next(model.parameters()).device)
+# --------------------------------------------------------------------------- latent maps
+
+
+def principal_components(z: torch.Tensor) -> tuple[torch.Tensor, tuple[float, float]]:
+    """Latents (N, ...) on their first two principal components, (N, 2), and the share of their variance
+    along each."""
+    flat = z.flatten(1).double()
+    centred = flat - flat.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    var = (s ** 2) / (s ** 2).sum()
+    return (centred @ v[:2].T).float(), (float(var[0]), float(var[1]) if len(var) > 1 else 0.0)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -143,9 +85,8 @@ def _shown_options(spec: models.ModelSpec) -> str:
     return ", ".join(f"`{n}`" for n in names)
 
 
-def sampler_specs(ckpt: runs.Checkpoint) -> list[models.ModelSpec]:
-    """The models that can draw samples for this run: its own, or those trained on its codes."""
-    spec = ckpt.spec
+def sampler_specs(spec: models.ModelSpec) -> list[models.ModelSpec]:
+    """The models that can draw samples for a run of `spec`: its own, or those trained on its codes."""
     if spec.can("sample"):
         return [spec]
     if spec.can("codes"):
@@ -158,30 +99,25 @@ def sampler_specs(ckpt: runs.Checkpoint) -> list[models.ModelSpec]:
 @dataclass
 class Sampler:
     """A model that draws samples, and the model that decodes what it draws (if it draws codes)."""
-    checkpoint: runs.Checkpoint
-    decoder: runs.Checkpoint | None = None
-
-    @property
-    def spec(self) -> models.ModelSpec:
-        return self.checkpoint.spec
-
-    @property
-    def class_names(self) -> list[str] | None:
-        return (self.decoder or self.checkpoint).class_names
+    spec: models.ModelSpec
+    model: models.Model
+    class_names: list[str] | None = None            # the classes of the images it makes
+    decoder: models.CodeModel | None = None
+    latents: Callable[[], torch.Tensor | None] | None = None   # its training latents, for a model that keeps them
 
 
-def check_sample_options(ckpt: runs.Checkpoint, options: dict) -> None:
-    """Refuse options that no sampler of this run takes, before any sampler is looked for."""
-    specs = sampler_specs(ckpt)
+def check_sample_options(spec: models.ModelSpec, options: dict) -> None:
+    """Refuse options that no sampler of a run of `spec` takes, before any sampler is looked for."""
+    specs = sampler_specs(spec)
     takes = {o for s in specs for o in s.sample_options}
     given = [k for k, v in options.items() if v is not None]
     wrong = [k for k in given if (k in LABEL_OPTIONS and "labels" not in takes)
              or (k not in LABEL_OPTIONS and k not in takes)]
     if not wrong:
         return
-    spec = specs[0]
-    how = (f"a {spec.display_name} samples with {_shown_options(spec)}" if spec is ckpt.spec else
-           f"a {ckpt.spec.display_name} samples through its {spec.display_name}, with {_shown_options(spec)}")
+    drawer = specs[0]
+    how = (f"a {drawer.display_name} samples with {_shown_options(drawer)}" if drawer is spec else
+           f"a {spec.display_name} samples through its {drawer.display_name}, with {_shown_options(drawer)}")
     elsewhere = [s for s in models.names() if any(k in models.get(s).sample_options for k in wrong)]
     if elsewhere:
         where = models.display_names([models.get(s) for s in elsewhere])
@@ -190,27 +126,13 @@ def check_sample_options(ckpt: runs.Checkpoint, options: dict) -> None:
     raise UsageError(f"{'/'.join(f'`{k}`' for k in wrong)} need a model that samples by class; {how}")
 
 
-def find_sampler(ckpt: runs.Checkpoint, log: Log = lambda s: None) -> Sampler:
-    """The model that draws samples for this run (see the module's docstring)."""
-    specs = sampler_specs(ckpt)
-    if ckpt.spec.can("sample"):
-        if ckpt.spec.trains_on == "codes":
-            return Sampler(ckpt, runs.load_parent(ckpt.config, next(ckpt.model.parameters()).device))
-        return Sampler(ckpt)
-    child_dir = runs.find_child_run(ckpt, specs)
-    log(f"Using {runs.describe_kinds(specs)} {child_dir}")
-    child = runs.load_checkpoint(child_dir, next(ckpt.model.parameters()).device, accept=specs)
-    runs.check_parent(child.config, ckpt)
-    return Sampler(child, ckpt)
-
-
 def class_label(source: Sampler, digit: int | None, class_name: str | None) -> int | None:
     """The class index asked for by digit or by name, or None."""
     if digit is None and class_name is None:
         return None
     if digit is not None and class_name is not None:
         raise UsageError("give `digit` or `class_name`, not both")
-    if not getattr(source.checkpoint.model, "conditional", False):
+    if not source.model.conditional:
         raise UsageError(f"this {source.spec.display_name} is unconditional (its dataset has no labels): "
                          "drop `digit`/`class_name`")
     names = source.class_names or []
@@ -223,7 +145,7 @@ def class_label(source: Sampler, digit: int | None, class_name: str | None) -> i
 Preview = Callable[[torch.Tensor, float], None]
 
 
-def _previewer(decoder: torch.nn.Module, preview: Preview, every: float) -> Callable[[int, torch.Tensor], None]:
+def _previewer(decoder: models.CodeModel, preview: Preview, every: float) -> Callable[[int, torch.Tensor], None]:
     """An `on_code` hook that decodes the grids drawn so far, at most every `every` seconds."""
     last = time.monotonic()
 
@@ -250,20 +172,18 @@ def sample(source: Sampler, n: int, *, label: int | None = None, generator: torc
     `preview(images, done)`, where sampling goes one code at a time, is called at most every
     `preview_every` seconds with the images so far (rows not yet drawn grey) and the share done.
     """
-    spec, model = source.spec, source.checkpoint.model
+    spec, model, decoder = source.spec, source.model, source.decoder
     model.eval()
     kwargs = {**spec.sample_defaults, **{k: v for k, v in options.items() if v is not None}}
-    if "labels" in spec.sample_options:
-        if getattr(model, "conditional", False):
-            device = next(model.parameters()).device
-            kwargs["labels"] = (torch.arange(n, device=device) % model.num_classes if label is None
-                                else torch.full((n,), label, dtype=torch.long, device=device))
+    if "labels" in spec.sample_options and model.conditional:
+        device = next(model.parameters()).device
+        kwargs["labels"] = (torch.arange(n, device=device) % model.num_classes if label is None
+                            else torch.full((n,), label, dtype=torch.long, device=device))
     if spec.keeps_latents:
-        kwargs["latents"] = lambda: runs.load_latents(source.checkpoint.run_dir)
-    if preview is not None and source.decoder is not None:
-        kwargs["on_code"] = _previewer(source.decoder.model, preview, preview_every)
+        kwargs["latents"] = source.latents
+    if preview is not None and decoder is not None:
+        kwargs["on_code"] = _previewer(decoder, preview, preview_every)
     out = model.sample(n, generator=generator, **kwargs)
-    if source.decoder is not None:
-        decoder = source.decoder.model
+    if decoder is not None:
         out = decoder.decode_indices(out.to(next(decoder.parameters()).device))
     return out.cpu()

@@ -21,15 +21,6 @@ from vqgen.files import writing
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-# (panel label, metrics drawn in it, log scale)
-PANELS = [
-    ("loss", ("loss", "recon", "vq"), True),
-    ("reconstruction MSE", ("mse",), True),
-    ("codebook usage", ("usage",), False),
-    ("KL divergence", ("kl",), True),
-    ("bits per code", ("bits_per_code",), False),
-    ("learning rate", ("lr",), False),
-]
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
 
@@ -39,12 +30,21 @@ def _series(rows: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
         else (np.zeros(0), np.zeros(0))
 
 
-def _panels(runs: list[tuple[str, list[dict], list[dict]]]) -> list[tuple[str, tuple[str, ...], bool]]:
+def panels(figures) -> list[tuple[str, tuple[str, ...], bool]]:
+    """(panel label, figures drawn in it, log scale) from the models' declared figures, in their order."""
+    out: dict[str, tuple[list[str], bool]] = {}
+    for f in figures:
+        if f.panel:
+            out.setdefault(f.panel, ([], f.log))[0].append(f.name)
+    return [(label, tuple(keys), log) for label, (keys, log) in out.items()]
+
+
+def _panels(runs: list[tuple[str, list[dict], list[dict]]], figures) -> list[tuple[str, tuple[str, ...], bool]]:
     """The panels any of the runs has data for."""
     def has(key):
         return any(_series(steps, key)[0].size or _series(epochs, f"test_{key}")[0].size
                    or _series(epochs, f"train_{key}")[0].size for _, steps, epochs in runs)
-    return [p for p in PANELS if any(has(k) for k in p[1])]
+    return [p for p in panels(figures) if any(has(k) for k in p[1])]
 
 
 def _draw(ax, runs, keys: tuple[str, ...], log: bool, many: bool) -> None:
@@ -80,13 +80,20 @@ def _plain_ticks(axis) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
-def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "") -> "Figure":
-    """Panels of the runs' figures: (name, per-step rows of steps.csv, per-epoch rows of metrics.csv) each."""
+def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "", figures=None) -> "Figure":
+    """Panels of the runs' figures: (name, per-step rows of steps.csv, per-epoch rows of metrics.csv) each.
+
+    `figures`: what the runs' models report (`models.figures(specs)`; default: every registered model's)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    panels = _panels(runs) or PANELS[:1]
+    if figures is None:
+        from vqgen import models
+
+        figures = models.figures()
+    by_name = {f.name: f for f in figures}
+    panels = _panels(runs, figures) or [("loss", ("loss",), True)]
     many = len(runs) > 1
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -99,11 +106,13 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=max(_epochs(runs)) >= 2))
-        if keys == ("usage",):
+        main = by_name[keys[0]]
+        if main.fmt.endswith("%}"):   # a share: 0-100%
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_ylim(0, 1.05)
-            _perplexity_axis(ax, runs, many)
-        if keys == ("mse",):
+        if main.twin:
+            _twin_axis(ax, runs, by_name[main.twin], many)
+        if keys == ("mse",):   # vqgen derives PSNR from MSE: the same points read in dB on the right
             psnr_axis = ax.secondary_yaxis("right", functions=(_psnr, _mse))
             psnr_axis.set_ylabel("PSNR (dB)")
             psnr_axis.yaxis.set_major_locator(MaxNLocator(nbins=6))   # evenly spaced dB, not the MSE's decades
@@ -133,14 +142,14 @@ def _mse(psnr):
     return 10 ** (-np.asarray(psnr) / 10)
 
 
-def _perplexity_axis(ax, runs, many: bool) -> None:
+def _twin_axis(ax, runs, figure, many: bool) -> None:
     right = ax.twinx()
-    _draw(right, runs, ("perplexity",), False, many)
+    _draw(right, runs, (figure.name,), False, many)
     for line in right.get_lines():
         line.set_linestyle("--")
         if not many:
             line.set_color("#555555")
-    right.set_ylabel("perplexity (dashed)")
+    right.set_ylabel(f"{figure.label} (dashed)")
     right.set_ylim(bottom=0)
 
 

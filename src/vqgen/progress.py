@@ -18,27 +18,35 @@ from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-SHORT = {"perplexity": "ppl", "bits_per_code": "bits/code", "psnr": "PSNR"}
 HIDDEN = ("lr", "img_per_s", "seconds")
 
 
-def format_value(key: str, v) -> str:
-    if isinstance(v, int) and key.endswith(("usage", "perplexity", "img_per_s")):
+def format_value(key: str, v, figure=None) -> str:
+    """A figure's value: a share as a percentage and a count with thousands separators, as the model's
+    `figure` (a models.Figure) declares them; other numbers to three significant digits."""
+    fmt = figure.fmt if figure is not None else ""
+    if isinstance(v, int) and ("%" in fmt or "," in fmt or key.endswith("img_per_s")):
         v = float(v)   # a whole number read back from a CSV
     if not isinstance(v, float):
         return str(v)
-    if key.endswith("usage"):
-        return f"{v:.0%}"
-    if key.endswith(("img_per_s", "perplexity")):
+    if "%" in fmt or "," in fmt:
+        return fmt.format(v)
+    if key.endswith("img_per_s"):
         return f"{v:,.0f}"
     return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
 
 
-def format_logs(logs: dict, keys: list[str] | None = None) -> str:
-    """Figures as 'loss 0.0104  mse 0.00948  usage 100%  ppl 431'."""
-    parts = [f"{SHORT.get(k, k)} {format_value(k, v)}" for k, v in logs.items()
+def format_logs(logs: dict, keys: list[str] | None = None, figures: dict | None = None) -> str:
+    """Figures as 'loss 0.0104  mse 0.00948  usage 100%  ppl 431'; `figures`: models.Figure by name."""
+    figures = figures or {}
+    parts = [f"{_short(k, figures)} {format_value(k, v, figures.get(k))}" for k, v in logs.items()
              if (keys is None or k in keys) and k not in HIDDEN]
     return "  ".join(parts)
+
+
+def _short(key: str, figures: dict) -> str:
+    f = figures.get(key)
+    return (f.short or key) if f is not None else key
 
 
 class _Bars(Progress):
@@ -57,7 +65,12 @@ class TrainProgress:
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.quiet = quiet
         self.live = (self.console.is_terminal if live is None else live) and not quiet
+        self.figures: dict = {}   # how the model's figures read (models.Figure by name), see `describe`
         self.progress: _Bars | None = None
+
+    def describe(self, figures: list) -> None:
+        """Show these figures (models.Figure) by their short names and formats."""
+        self.figures = {f.name: f for f in figures}
 
     def log(self, text: str) -> None:
         if self.quiet:
@@ -115,15 +128,15 @@ class TrainProgress:
         self.progress.update(self.batch_task, completed=step, count=f"{step}/{self.batches}")
         if logs is not None:   # every logged step: the figures, and the epoch bar's fraction (for its ETA)
             self.progress.update(self.epoch_task, completed=self.epoch_now - 1 + step / self.batches)
-            self.progress.info = f"  {format_logs(logs)}  {logs.get('img_per_s', 0):,.0f} img/s"
+            self.progress.info = f"  {format_logs(logs, figures=self.figures)}  {logs.get('img_per_s', 0):,.0f} img/s"
 
     def end_epoch(self, epoch: int, logs: dict) -> None:
         if self.progress:
             self.progress.update(self.epoch_task, completed=epoch, count=f"{epoch}/{self.epochs}")
         train = {k: v for k, v in logs.items() if not k.startswith("test_")}
         test = {k[5:]: v for k, v in logs.items() if k.startswith("test_")}
-        self.log(f"epoch {epoch}/{self.epochs}  {format_logs(train)}"
-                 + (f"  | held out: {format_logs(test)}" if test else ""))
+        self.log(f"epoch {epoch}/{self.epochs}  {format_logs(train, figures=self.figures)}"
+                 + (f"  | held out: {format_logs(test, figures=self.figures)}" if test else ""))
 
     def stop(self) -> None:
         if self.progress:

@@ -7,6 +7,10 @@ YAML file or Python: numbers must be finite and in range, choices from their
 set. YAML's quirks are forgiven where the meaning is plain (`lr: 1e-3` reads
 as a string in YAML 1.1; `epochs: 3.0` is 3).
 
+A `group` field holds a settings dataclass of its own, the one that another
+field names (the VQ-VAE's `quantizer_config`, picked by its `quantizer`): it is
+given as a dict, or its settings are given flat among the others.
+
 This module imports nothing heavy, so the command line can check its flags
 before it loads PyTorch.
 """
@@ -29,6 +33,18 @@ def setting(default: Any, doc: str = "", check: Check | None = None) -> Any:
     if isinstance(default, list):
         return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+def group(chosen_by: str, classes: Callable[[], dict[str, type]], doc: str = "") -> Any:
+    """A field holding the settings dataclass that the earlier field `chosen_by` names among `classes()`
+    (name -> dataclass). It is given as a dict (or an instance), or its settings are given flat among the
+    others: `build` gathers those of the chosen class and drops those of the others (a config written
+    before the settings had their own dataclass has every class's)."""
+    return dataclasses.field(default=None, metadata={"doc": doc, "check": _key_values, "group": (chosen_by, classes)})
+
+
+def _key_values(value) -> str | None:
+    return None if value is None or isinstance(value, dict) else f"should be key: value pairs, not {value!r}"
 
 
 # --------------------------------------------------------------------------- checks
@@ -167,7 +183,10 @@ def _hints(cls) -> dict:
 
 def check_value(cls, name: str, value: Any) -> Any:
     """One setting of `cls`, coerced to its type and checked; raises UsageError naming it."""
-    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        return _check_grouped(cls, name, value)
+    f = fields[name]
     value = _coerce(name, value, _hints(cls)[name])
     check = f.metadata.get("check")
     problem = check(value) if check else None
@@ -185,21 +204,126 @@ def check_arg(name: str, value: Any, check: Check) -> Any:
 
 
 def validate(obj) -> None:
-    """Coerce and check every field of a dataclass instance (call it in `__post_init__`)."""
+    """Coerce and check every field of a dataclass instance (call it in `__post_init__`); a group's dict
+    becomes the settings dataclass its chooser names."""
     for f in dataclasses.fields(obj):
-        object.__setattr__(obj, f.name, check_value(type(obj), f.name, getattr(obj, f.name)))
+        value = _grouped(obj, f) if "group" in f.metadata else check_value(type(obj), f.name, getattr(obj, f.name))
+        object.__setattr__(obj, f.name, value)
 
 
 def field_names(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
 
 
-def build(cls, values: dict):
-    """Make a dataclass from a dict, refusing unknown keys by name."""
+def _groups(cls) -> list[tuple[str, str, dict[str, type]]]:
+    """(field, chooser, name -> dataclass) for each group field of `cls`."""
+    return [(f.name, f.metadata["group"][0], f.metadata["group"][1]())
+            for f in dataclasses.fields(cls) if "group" in f.metadata]
+
+
+def _grouped(obj, f) -> Any:
+    chosen_by, classes = f.metadata["group"]
+    cls, value = classes()[getattr(obj, chosen_by)], getattr(obj, f.name)
+    if isinstance(value, cls):
+        return value
+    if _key_values(value):
+        raise UsageError(f"`{f.name}` {_key_values(value)}")
+    clash = sorted(set(field_names(cls)) & set(field_names(type(obj))))
+    if clash:
+        raise ValueError(f"{cls.__name__} and {type(obj).__name__} both have the setting {clash[0]!r}")
+    return build(cls, value or {})
+
+
+def _check_grouped(cls, name: str, value: Any) -> Any:
+    """A group's setting given flat: accepted as the first of its classes that has it accepts it, else
+    refused as the first refused it."""
+    refused = None
+    for _, _, classes in _groups(cls):
+        for c in classes.values():
+            if name in field_names(c):
+                try:
+                    return check_value(c, name, value)
+                except UsageError as e:
+                    refused = refused or e
+    if refused is not None:
+        raise refused
+    raise UsageError(f"unknown setting {name!r} for {cls.__name__}; known: {', '.join(setting_names(cls))}")
+
+
+def setting_names(cls) -> list[str]:
+    """The names settings of `cls` are given by: its fields, then its groups' settings given flat."""
+    names = field_names(cls)
+    for _, _, classes in _groups(cls):
+        for c in classes.values():
+            names += [n for n in field_names(c) if n not in names]
+    return names
+
+
+def spread(cls, values: dict) -> dict:
+    """`values` with each group's dict spread in its place, so that layers of settings (defaults, a file,
+    flags) merge setting by setting, and a config file lists them as it did before they had a group."""
+    groups, out = {name for name, _, _ in _groups(cls)}, {}
+    for key, value in values.items():
+        if key in groups and isinstance(value, dict):
+            out.update(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _gathered(cls, values: dict) -> dict:
+    """`values` with each group's settings given flat moved into its dict: those of the chosen class;
+    those of the others dropped."""
+    out, own = dict(values), set(field_names(cls))
+    for name, chosen_by, classes in _groups(cls):
+        chooser = next(f for f in dataclasses.fields(cls) if f.name == chosen_by)
+        chosen = classes.get(out.get(chosen_by, chooser.default))
+        if chosen is None:   # refused by name before its settings could read as unknown ones
+            check_value(cls, chosen_by, out.get(chosen_by, chooser.default))
+        flat = {k: out.pop(k) for k in list(out) if k not in own and any(k in field_names(c) for c in classes.values())}
+        mine = {k: v for k, v in flat.items() if chosen is not None and k in field_names(chosen)}
+        given = out.get(name)
+        if dataclasses.is_dataclass(given) and not isinstance(given, type):
+            given = dataclasses.asdict(given)
+        if mine and (given is None or isinstance(given, dict)):
+            out[name] = {**(given or {}), **mine}
+    return out
+
+
+def flat_values(obj) -> dict:
+    """Every setting of a dataclass instance by the name it is given by: its fields, and its groups'
+    settings among them."""
+    out = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    for name, _, _ in _groups(type(obj)):
+        out.update({k: getattr(out[name], k) for k in field_names(type(out[name]))})
+    return out
+
+
+def _known(cls, values: dict) -> dict:
+    """`values` by field, a group's settings gathered into it; unknown keys refused by name."""
+    values = _gathered(cls, values)
     unknown = sorted(set(values) - set(field_names(cls)))
     if unknown:
-        raise UsageError(f"unknown setting {unknown[0]!r} for {cls.__name__}; known: {', '.join(field_names(cls))}")
-    return cls(**values)
+        raise UsageError(f"unknown setting {unknown[0]!r} for {cls.__name__}; known: {', '.join(setting_names(cls))}")
+    return values
+
+
+def build(cls, values: dict):
+    """Make a dataclass from a dict, refusing unknown keys by name; a group's settings may be given flat."""
+    return cls(**_known(cls, values))
+
+
+def init_grouped(obj, values: dict) -> None:
+    """The `__init__` of a dataclass with a group (declared with `init=False`): settings by field name, and
+    the group's also flat (`VQVAEConfig(codebook_size=64)`), as in config files."""
+    values = _known(type(obj), values)
+    for f in dataclasses.fields(obj):
+        if f.name in values:
+            value = values[f.name]
+        else:
+            value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        object.__setattr__(obj, f.name, value)
+    obj.__post_init__()
 
 
 def docs(cls) -> dict[str, str]:

@@ -41,7 +41,7 @@ def read_steps(path: Path) -> list[dict]:
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, start_step: int = 0, log=None):
+    def __init__(self, run_dir: Path, start_step: int = 0):
         self.path = Path(run_dir) / STEPS
         rows = read_steps(self.path)
         kept = [r for r in rows if r["step"] <= start_step]
@@ -50,14 +50,9 @@ class RunLog:
         self.columns = list(kept[0]) if kept else None
         self.file = open(self.path, "a", newline="", encoding="utf-8")
         self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore") if self.columns else None
-        self.tb = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None, flush_secs=30)
-        except ImportError:
-            if log:
-                log("TensorBoard events are off: pip install tensorboard")
+        self.tb = SummaryWriter(log_dir=str(run_dir), purge_step=start_step or None, flush_secs=30)
 
     def _rewrite(self, rows: list[dict]) -> None:
         def write(tmp):
@@ -75,25 +70,22 @@ class RunLog:
             self.writer = csv.DictWriter(self.file, self.columns, extrasaction="ignore")
             self.writer.writeheader()
         self.writer.writerow({k: _fmt(v) for k, v in row.items()})
-        if self.tb:
-            for k, v in logs.items():
-                self.tb.add_scalar(f"train/{k}", v, step)
+        for k, v in logs.items():
+            self.tb.add_scalar(f"train/{k}", v, step)
 
     def epoch(self, step: int, test: dict, pictures: dict) -> None:
         """Held-out figures and the epoch's pictures (PIL images by name)."""
         self.file.flush()
-        if self.tb:
-            for k, v in test.items():
-                self.tb.add_scalar(f"test/{k}", v, step)
-            for name, image in pictures.items():
-                arr = np.asarray(image)
-                self.tb.add_image(f"pictures/{name}", arr, step, dataformats="HW" if arr.ndim == 2 else "HWC")
-            self.tb.flush()
+        for k, v in test.items():
+            self.tb.add_scalar(f"test/{k}", v, step)
+        for name, image in pictures.items():
+            arr = np.asarray(image)
+            self.tb.add_image(f"pictures/{name}", arr, step, dataformats="HW" if arr.ndim == 2 else "HWC")
+        self.tb.flush()
 
     def close(self) -> None:
         self.file.close()
-        if self.tb:
-            self.tb.close()
+        self.tb.close()
 
 
 def _fmt(v) -> str:

@@ -39,11 +39,10 @@ from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
 from vqgen.files import remove_stale_temps
 from vqgen.metrics import RunningMean, psnr
 from vqgen.progress import TrainProgress
-from vqgen.settings import field_names
+from vqgen.settings import field_names, flat_values
 from vqgen.trainer import Optimization, Trainer, autocast
 from vqgen.tracking import STEPS, RunLog, read_steps
 
-SHOWN_TEST = ("mse", "psnr", "bits_per_code", "loss")   # held-out figures shown after each epoch
 # The settings a resumed run takes from flags: how long and where it trains, not what it learns.
 APPLIED_ON_RESUME = ("epochs", "device", "precision", "compile", "data_in_memory")
 
@@ -54,6 +53,7 @@ class TrainResult:
     run_dir: Path
     metrics: dict = field(default_factory=dict)
     interrupted: bool = False
+    summary: str = ""        # the held-out figures as people read them: "Test MSE 0.00188  PSNR 27.25 dB ..."
 
     def __fspath__(self) -> str:
         return str(self.run_dir)
@@ -175,6 +175,17 @@ def denormals_flushed():
 
 
 @contextmanager
+def cudnn_benchmark(on: bool):
+    """cuDNN's kernel timing on for the block (where `on`), and the process's own setting back after."""
+    was = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = was or on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = was
+
+
+@contextmanager
 def interrupts_deferred():
     """Hold Ctrl-C back until the block ends, so a checkpoint is never cut in half by it."""
     try:
@@ -206,17 +217,18 @@ class Plan:
     resume: dict | None = None               # optimizer, epoch, step, RNG state (resume)
     notes: list[str] = field(default_factory=list)
     data_label: str = ""                     # how the dataset reads in a run's name: "mnist" for any copy of it
+    source: D.DatasetSource | None = None    # the dataset, resolved once (None: resolved when it is loaded)
 
 
 def _parent_shape(parent: runs.Checkpoint) -> models.CodeShape:
     return models.CodeShape(parent.model.codebook_size, parent.model.latent_grid, len(parent.class_names or []))
 
 
-def _image_shape(source: str, file_model: dict) -> models.ImageShape:
+def _image_shape(source: D.DatasetSource, file_model: dict) -> models.ImageShape:
     """The shape to train at: the config file's image_size and channels, else the data's."""
     if "image_size" in file_model and "channels" in file_model:
         return models.ImageShape(int(file_model["image_size"]), int(file_model["channels"]))
-    size, channels = D.probe_shape(D.resolve_dataset(source))
+    size, channels = D.probe_shape(source)
     return models.ImageShape(int(file_model.get("image_size", size)), int(file_model.get("channels", channels)))
 
 
@@ -239,28 +251,32 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
                              device_type=device.type)
         cfg.source = parent.config.dataset_source
         cfg.parent = {"run": str(parent.run_dir.resolve()), "fingerprint": parent.model.code_fingerprint()}
-        return Plan(cfg, spec, parent=parent, data_label=_label(cfg.source, parent.config.train.dataset))
+        source = _parent_source(cfg.source)
+        return Plan(cfg, spec, parent=parent, data_label=source.label if source else parent.config.train.dataset,
+                    source=source)
     if parent_run is not None:
         raise UsageError(f"`run` names the run whose codes a model learns; a {spec.display_name} trains on images")
     file_model = split_settings(file_values, spec.config_class)[1]
     name = dataset if dataset is not None else file_train.get("dataset", TrainConfig.dataset)
     source = D.resolve_dataset(name)
-    cfg = resolve_config(model, _image_shape(name, file_model), file_values=file_values,
+    cfg = resolve_config(model, _image_shape(source, file_model), file_values=file_values,
                          flags={**flags, **({"dataset": dataset} if dataset is not None else {})},
                          file_name=config_file, device_type=device.type)
     cfg.source = source.source
-    return Plan(cfg, spec, data_label=source.label)
+    return Plan(cfg, spec, data_label=source.label, source=source)
 
 
-def _label(source: str, fallback: str) -> str:
+def _parent_source(source: str) -> D.DatasetSource | None:
+    """The parent run's dataset, resolved; None when it cannot be (loading it then says why)."""
     try:
-        return D.resolve_dataset(source).label
+        return D.resolve_dataset(source)
     except UsageError:
-        return fallback
+        return None
 
 
 def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
-    """Reopen a run; apply the flags it can take (epochs, device) and refuse every other."""
+    """Reopen a run; apply the flags it can take (APPLIED_ON_RESUME: how long, where and how fast it trains)
+    and refuse every other."""
     run_dir = runs.run_dir_of(resume)
     remove_stale_temps(run_dir)
     try:
@@ -276,7 +292,7 @@ def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
             continue
         raise UsageError(f"`resume` continues a run with its own settings; drop `{key}` "
                          f"(this run is a {spec.display_name} on {cfg.train.dataset})")
-    current = {**vars(cfg.train), **vars(cfg.model_config)}
+    current = {**vars(cfg.train), **flat_values(cfg.model_config)}
     for key, value in flags.items():
         if key in APPLIED_ON_RESUME:
             continue
@@ -340,13 +356,12 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
     else:
         plan = plan_new(model or models.DEFAULT_MODEL, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
     device = resolve_device(plan.config.train.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True   # the batches keep one shape: let cuDNN pick its fastest kernels
     ranks = distributed.join(device.type)
     if device.type == "cuda" and ranks.many:
         device = torch.device("cuda", ranks.local)
     try:
-        with denormals_flushed():
+        # The batches keep one shape: cuDNN may time its kernels once and keep the fastest.
+        with denormals_flushed(), cudnn_benchmark(device.type == "cuda"):
             session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True))
             return session.run(out, name)
     finally:
@@ -359,7 +374,9 @@ class Session:
     def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress):
         self.plan, self.cfg, self.spec = plan, plan.config, plan.spec
         self.device, self.ranks, self.progress, self.log = device, ranks, progress, progress.log
+        progress.describe(models.figures([self.spec]))
         self.on_images = self.spec.trains_on == "images"
+        self.shown = {f.name for f in self.spec.figures if f.shown} | {"loss"}   # held out, after each epoch
         self.rows: list[dict] = []
         self.committed = 0            # the last epoch whose checkpoint is on disk
         self.run_dir: Path | None = plan.run_dir
@@ -373,24 +390,20 @@ class Session:
         if not self.ranks.main:
             distributed.barrier(self.ranks)
         img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, self.log,
-                                self.progress.counter("decoding"))
+                                self.progress.counter("decoding"), source=plan.source)
         if self.ranks.main:
             distributed.barrier(self.ranks)
         if img.train_images.shape[0] < 1 or img.test_images.shape[0] < 1:
             raise DatasetError(f"{img.source}: too few images to train ({img.train_images.shape[0]} for "
                                f"training, {img.test_images.shape[0]} held out); a dataset needs at least 2 images")
-        labels_wanted = getattr(cfg.model_config, "num_classes", None) != 0
+        labels_wanted = self.spec.classes(cfg.model_config) > 0
         train_y = img.train_labels if labels_wanted else None
         test_y = img.test_labels if labels_wanted else None
-        if plan.parent is not None:   # a model of codes learns the parent's code grids, computed once
-            encode = plan.parent.model.to(self.device).encode_indices
-            train_x = D.map_batches(encode, img.train_images, batch_size=256, device=self.device)
-            test_x = D.map_batches(encode, img.test_images, batch_size=256, device=self.device)
-            if plan.parent.config.train.augment:   # the parent learned mirrored images: their grids count too
-                mirrored = D.map_batches(lambda x: encode(x.flip(-1)), img.train_images, batch_size=256,
-                                         device=self.device)
-                train_x = torch.cat([train_x, mirrored])
-                train_y = torch.cat([train_y, train_y]) if train_y is not None else None
+        if plan.parent is not None:   # a model of codes prepares what it learns from the parent's images
+            parent = plan.parent.model.to(self.device)
+            train_x, train_y, test_x = self.spec.from_parent(models.ParentData(
+                parent, img.train_images, train_y, img.test_images, mirrored=plan.parent.config.train.augment,
+                map_batches=lambda fn, x: D.map_batches(fn, x, batch_size=256, device=self.device)))
         else:
             train_x, test_x = img.train_images, img.test_images
         on_host = img.mapped and plan.parent is None   # memory-mapped images; a parent's codes are in memory
@@ -490,7 +503,7 @@ class Session:
         self.log(f"Training a {self.spec.display_name} on {self.img.source}: {len(self.train_x):,} training and "
                  f"{len(self.test_x):,} held-out {what}, on {where}"
                  + (f", in {self.precision}" if self.precision != "fp32" else ""))
-        self.run_log = RunLog(self.run_dir, self.start_epoch * len(self.batches) + self.start_step, self.log)
+        self.run_log = RunLog(self.run_dir, self.start_epoch * len(self.batches) + self.start_step)
 
     def on_epoch_end(self, tr: Trainer) -> None:
         """Evaluate, draw the pictures and commit the epoch's checkpoint (pictures and files: rank 0)."""
@@ -504,7 +517,7 @@ class Session:
             raise RunError(f"the {self.ranks.world} processes hold different weights after epoch {tr.epoch}; "
                            "this is a bug in vqgen's distributed training: train on one device")
         tr.epoch_logs = {**{k: v for k, v in tr.epoch_logs.items() if k != "seconds"},
-                         **{f"test_{k}": v for k, v in test_logs.items() if k in SHOWN_TEST}}
+                         **{f"test_{k}": v for k, v in test_logs.items() if k in self.shown}}
         if not self.ranks.main:
             return
         originals = self.img.test_images[: cfg.train.grid_images].to(self.device).float().div(255) \
@@ -582,9 +595,12 @@ class Session:
         if self.ranks.main:
             plots.save(plots.curves_figure([(self.run_dir.name, read_steps(self.run_dir / STEPS), self.rows)],
                                            title=f"{self.spec.display_name} on {self.cfg.train.dataset}  "
-                                                 f"({self.run_dir.name})"),
+                                                 f"({self.run_dir.name})", figures=models.figures([self.spec])),
                        self.run_dir / runs.CURVES)
-        return TrainResult(self.run_dir, self.rows[-1] if self.rows else {})
+        metrics = self.rows[-1] if self.rows else {}
+        shown = [f"{f.label} {f.format(metrics[f'test_{f.name}'])}" for f in self.spec.figures
+                 if f.shown and f"test_{f.name}" in metrics]
+        return TrainResult(self.run_dir, metrics, summary="Test " + "  ".join(shown) if shown else "")
 
     def interrupted(self, trainer: Trainer) -> TrainResult:
         """Ctrl-C: keep the last committed epoch as it is; save the state since then, if any, to resume at."""

@@ -6,8 +6,8 @@ imports). Each knows tensors only, not files, progress bars or the CLI.
 """
 
 from vqgen.models.base import Autoencoder, CodeModel, Model, ParameterGroup
-from vqgen.models.registry import (CodeShape, ImageShape, ModelSpec, Picture, PictureContext, display_names, find,
-                                   get, names, register, unregister, with_operation)
+from vqgen.models.registry import (CodeShape, Figure, ImageShape, ModelSpec, ParentData, Picture, PictureContext,
+                                   display_names, figures, find, get, names, register, unregister, with_operation)
 
 DEFAULT_MODEL = "vqvae"   # what `vqgen train` trains when no model is named
 
@@ -20,7 +20,8 @@ from vqgen.models.quantizer import Quantizer, VectorQuantizer, quantizer_names  
 from vqgen.models.fsq import FSQ  # noqa: E402
 from vqgen.models.rvq import ResidualVQ  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL", "Autoencoder", "CodeModel", "Model", "ParameterGroup", "ModelSpec", "ImageShape", "CodeShape", "Picture", "PictureContext",
-           "register", "unregister", "get", "find", "names", "with_operation", "display_names",
+__all__ = ["DEFAULT_MODEL", "Autoencoder", "CodeModel", "Model", "ParameterGroup", "ModelSpec", "ImageShape", "CodeShape",
+           "Figure", "ParentData", "Picture", "PictureContext",
+           "register", "unregister", "get", "find", "names", "with_operation", "display_names", "figures",
            "VQVAE", "VQVAEConfig", "VAE", "VAEConfig", "CodePrior", "PriorConfig", "Quantizer", "VectorQuantizer", "FSQ", "ResidualVQ",
            "quantizer_names"]

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from vqgen.errors import UsageError
-from vqgen.models.registry import Picture, PictureContext
+from vqgen.models.registry import Figure, Picture, PictureContext
 
 
 @dataclass
@@ -123,6 +123,13 @@ class CodeModel(Autoencoder):
     def code_fingerprint(self) -> str:
         """Changes whenever the codebook does: a model trained on these codes checks it."""
         raise NotImplementedError
+
+
+# What an autoencoder reports of its reconstructions ("psnr" is derived from "mse" by vqgen).
+RECONSTRUCTION_FIGURES = (
+    Figure("mse", "MSE", fmt="{:.5f}", headline=True, shown=True, panel="reconstruction MSE"),
+    Figure("psnr", "PSNR", fmt="{:.2f}", unit="dB", short="PSNR", lower_is_better=False, shown=True),
+)
 
 
 def reconstruction_picture(model: Autoencoder, ctx: PictureContext) -> list[Picture]:

@@ -12,11 +12,32 @@ position like every quantiser's, so the prior models FSQ codes unchanged.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
 from vqgen.errors import UsageError
-from vqgen.models.quantizer import Quantizer, from_rows, register_quantizer, to_rows
+from vqgen.models.quantizer import Quantizer, QuantizerSpec, from_rows, register_quantizer, to_rows
+from vqgen.settings import at_least, each, setting, validate
+
+
+@dataclass
+class FSQConfig:
+    levels: list[int] = setting([8, 5, 5, 5], "values per channel of a code", each(at_least(2, 256), 1, 16))
+
+    def __post_init__(self):
+        validate(self)
+        if self.codebook_size > 65536:
+            raise UsageError(f"`levels` {self.levels} make {self.codebook_size:,} codes; at most 65,536")
+
+    @property
+    def codebook_size(self) -> int:
+        """The levels decide the codes: their product."""
+        return math.prod(self.levels)
+
+    @property
+    def code_dim(self) -> int:
+        return len(self.levels)
 
 
 class FSQ(Quantizer):
@@ -69,11 +90,5 @@ class FSQ(Quantizer):
         return self._codes(indices).permute(0, 3, 1, 2).contiguous()
 
 
-def settle_levels(cfg) -> None:
-    """The levels decide the codes: codebook_size is their product, code_dim their number."""
-    cfg.code_dim, cfg.codebook_size = len(cfg.levels), math.prod(cfg.levels)
-    if cfg.codebook_size > 65536:
-        raise UsageError(f"`levels` {cfg.levels} make {cfg.codebook_size:,} codes; at most 65,536")
-
-
-register_quantizer("fsq", lambda cfg: FSQ(list(cfg.levels)), settle_levels)
+register_quantizer(QuantizerSpec(name="fsq", config_class=FSQConfig, description="rounding to fixed levels",
+                                 build=lambda cfg: FSQ(list(cfg.levels))))

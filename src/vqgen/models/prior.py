@@ -32,7 +32,7 @@ from torch import nn
 
 from vqgen.errors import UsageError
 from vqgen.models.base import Model
-from vqgen.models.registry import CodeShape, ModelSpec, Picture, PictureContext, register
+from vqgen.models.registry import CodeShape, Figure, ModelSpec, ParentData, Picture, PictureContext, register
 from vqgen.settings import at_least, between, setting, validate
 
 # A small prior's samples read best a little cooler than its own distribution,
@@ -238,6 +238,25 @@ def defaults(shape: CodeShape) -> tuple[dict, dict]:
             {**model, "dim": 128, "layers": 4, "heads": 4, "dropout": 0.1})
 
 
+def settle(shape: CodeShape, values: dict) -> dict:
+    """The parent's codes decide the codebook and the grid; the classes are the data's, or none."""
+    if values.get("num_classes") not in (0, shape.num_classes):
+        raise UsageError(f"`num_classes` {values['num_classes']}: the parent run's data has "
+                         f"{shape.num_classes} classes; use {shape.num_classes} or 0 (unconditional)")
+    return {**values, "codebook_size": shape.codebook_size, "grid": shape.grid}
+
+
+def code_grids(data: ParentData) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The parent's code grids of its training and held-out images, computed once; where the parent
+    learned mirrored images, the grids of the mirrored training images count too (with their labels)."""
+    encode = data.parent.encode_indices
+    train_x, train_y = data.map_batches(encode, data.train_images), data.train_labels
+    if data.mirrored:
+        train_x = torch.cat([train_x, data.map_batches(lambda x: encode(x.flip(-1)), data.train_images)])
+        train_y = torch.cat([train_y, train_y]) if train_y is not None else None
+    return train_x, train_y, data.map_batches(encode, data.test_images)
+
+
 register(ModelSpec(
     name="prior", display_name="prior", model_class=CodePrior, config_class=PriorConfig,
     defaults=defaults, pictures=pictures, trains_on="codes", operations=frozenset({"sample"}),
@@ -247,4 +266,7 @@ register(ModelSpec(
     # of digits read right) in vqgen 0.2's measurements on the CPU, against 5.58 for the CPU default.
     gpu_defaults={"batch_size": 128, "epochs": 2, "lr": 2e-2},
     description="a sampler for a VQ-VAE: a causal transformer over its code grids, by class where labelled",
+    figures=(Figure("bits_per_code", "NLL", fmt="{:.3f}", unit="bits per code", short="bits/code", headline=True,
+                    shown=True, panel="bits per code", log=False),),
+    classes=lambda config: config.num_classes, settle=settle, from_parent=code_grids,
 ))

@@ -9,8 +9,10 @@ Every quantiser takes a feature map (B, D, H, W) and keeps to one contract:
     q.codebook_size, q.dim, q.codebook  # codes, channels, a tensor that changes when the codes do
 
 One integer per grid position, whatever the quantiser, so the prior models
-the codes of each. A quantiser is one file in `models/` that registers a
-builder with `register_quantizer`; the VQ-VAE's `quantizer` setting names it.
+the codes of each. A quantiser is one file in `models/` that declares its
+settings (a dataclass with `codebook_size` and `code_dim`, as fields or
+properties) and registers a `QuantizerSpec`; the VQ-VAE's `quantizer` setting
+names it and its `quantizer_config` holds those settings.
 
 This file holds the contract and the vector quantiser ("vq"): each input
 vector is replaced by its nearest codebook vector. Gradients pass straight
@@ -35,12 +37,15 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+
+from vqgen.settings import at_least, between, one_of, setting, validate
 
 
 def _world() -> int:
@@ -185,15 +190,21 @@ def usage_of(counts: torch.Tensor) -> dict[str, float]:
     return {"usage": (counts > 0).float().mean().item(), "perplexity": math.exp(entropy)}
 
 
-_QUANTIZERS: dict[str, tuple[Callable[[Any], Quantizer], Callable[[Any], None] | None]] = {}
+@dataclass(frozen=True)
+class QuantizerSpec:
+    name: str                           # as in --quantizer and the VQ-VAE's `quantizer` setting
+    config_class: type                  # its settings: a dataclass with `codebook_size` and `code_dim`
+    build: Callable[[Any], Quantizer]   # the quantiser, from an instance of config_class
+    description: str = ""               # a few words for --help
 
 
-def register_quantizer(name: str, build: Callable[[Any], Quantizer],
-                       settle: Callable[[Any], None] | None = None) -> None:
-    """Make a quantiser known by name; `build(config)` makes one from the VQ-VAE's config. `settle(config)`,
-    if given, refuses the config's settings that do not suit the quantiser and sets those that follow
-    from others (FSQ's number of codes from its levels), when the config is made."""
-    _QUANTIZERS[name] = (build, settle)
+_QUANTIZERS: dict[str, QuantizerSpec] = {}
+
+
+def register_quantizer(spec: QuantizerSpec) -> QuantizerSpec:
+    """Make a quantiser known to the VQ-VAE, the command line and the docs by its name."""
+    _QUANTIZERS[spec.name] = spec
+    return spec
 
 
 def unregister_quantizer(name: str) -> None:
@@ -204,14 +215,18 @@ def quantizer_names() -> list[str]:
     return list(_QUANTIZERS)
 
 
-def settle_quantizer(name: str, config) -> None:
-    settle = _QUANTIZERS[name][1]
-    if settle is not None:
-        settle(config)
+def quantizer_specs() -> list[QuantizerSpec]:
+    return list(_QUANTIZERS.values())
+
+
+def quantizer_configs() -> dict[str, type]:
+    """Each quantiser's settings dataclass, by name."""
+    return {name: spec.config_class for name, spec in _QUANTIZERS.items()}
 
 
 def build_quantizer(name: str, config) -> Quantizer:
-    return _QUANTIZERS[name][0](config)
+    """The quantiser `name` from its settings (an instance of its `config_class`)."""
+    return _QUANTIZERS[name].build(config)
 
 
 class VectorQuantizer(Quantizer):
@@ -365,10 +380,36 @@ class VectorQuantizer(Quantizer):
         return self.codebook[indices].permute(0, 3, 1, 2).contiguous()
 
 
-def _vq(cfg) -> VectorQuantizer:
-    return VectorQuantizer(codebook_size=cfg.codebook_size, dim=cfg.code_dim, distance=cfg.distance, ema=cfg.ema,
-                           decay=cfg.decay, commitment_weight=cfg.commitment_weight, kmeans_init=cfg.kmeans_init,
-                           dead_code_threshold=cfg.dead_code_threshold, rotation_trick=cfg.rotation_trick)
+@dataclass
+class CodebookConfig:
+    """The settings of a learned codebook: vq's, and those of each stage of rvq."""
+    code_dim: int = setting(4, "dimension of each code vector (small dims keep codes in use)", at_least(1, 4096))
+    distance: str = setting("euclidean", "euclidean | cosine", one_of("euclidean", "cosine"))
+    ema: bool = setting(True, "learn the codebook by moving averages (else by a loss)")
+    decay: float = setting(0.95, "EMA decay of the codebook", between(0.0, 1.0))
+    commitment_weight: float = setting(0.5, "pulls encoder outputs towards their codes", at_least(0.0, 1000.0))
+    kmeans_init: bool = setting(True, "initialise the codebook by k-means on the first batch")
+    dead_code_threshold: float = setting(0.5, "restart codes used fewer times than this per batch (EMA); 0: never",
+                                         at_least(0.0, 1e6))
+    rotation_trick: bool = setting(False, "pass gradients through the rotation from input to code "
+                                          "(Fifty et al., 2024) instead of straight through")
+
+    def __post_init__(self):
+        validate(self)
+
+    def codebook_options(self) -> dict:
+        """A VectorQuantizer's keyword arguments for these settings, but its size and the rotation trick."""
+        return {"dim": self.code_dim, "distance": self.distance, "ema": self.ema, "decay": self.decay,
+                "commitment_weight": self.commitment_weight, "kmeans_init": self.kmeans_init,
+                "dead_code_threshold": self.dead_code_threshold}
 
 
-register_quantizer("vq", _vq)
+@dataclass
+class VQConfig(CodebookConfig):
+    codebook_size: int = setting(512, "number of codes", at_least(2, 65536))
+
+
+register_quantizer(QuantizerSpec(
+    name="vq", config_class=VQConfig, description="a learned codebook",
+    build=lambda cfg: VectorQuantizer(codebook_size=cfg.codebook_size, rotation_trick=cfg.rotation_trick,
+                                      **cfg.codebook_options())))

@@ -46,6 +46,38 @@ class CodeShape:
     num_classes: int = 0
 
 
+@dataclass(frozen=True)
+class Figure:
+    """A figure a model reports: a term of its forward pass, one of its `epoch_metrics()`, or "psnr",
+    which vqgen derives from "mse". Recorded per epoch as test_NAME (held out) and train_NAME."""
+    name: str                       # as the model names it: "mse", "bits_per_code"
+    label: str                      # as people read it in tables and titles: "MSE", "NLL"
+    fmt: str = "{:.4g}"             # one value as shown: "{:.5f}", "{:.0%}"
+    unit: str = ""                  # after the value: "dB", "bits per code"
+    short: str = ""                 # in the live training line (default: the name): "ppl", "bits/code"
+    lower_is_better: bool = True
+    headline: bool = False          # the one figure that says how good a run is (`vqgen runs`, the demo)
+    shown: bool = False             # held out, on the line each finished epoch prints
+    panel: str = ""                 # the plot panel it is drawn in ("" : not plotted; "loss": with the loss)
+    log: bool = True                # that panel on a log scale (where its values span a decade)
+    twin: str = ""                  # another figure drawn dashed on this one's panel, on a right-hand axis
+
+    def format(self, value: float, unit: bool = True) -> str:
+        text = self.fmt.format(value)
+        return f"{text} {self.unit}" if unit and self.unit else text
+
+
+@dataclass
+class ParentData:
+    """What a model that learns a parent run's codes prepares its training data from (`ModelSpec.from_parent`)."""
+    parent: torch.nn.Module                 # the parent model (its "codes" operation), on the training device
+    train_images: torch.Tensor              # uint8 (N, C, H, W)
+    train_labels: torch.Tensor | None
+    test_images: torch.Tensor
+    mirrored: bool                          # the parent learned mirrored images too (its run's `augment`)
+    map_batches: Callable[[Callable, torch.Tensor], torch.Tensor]   # fn over images in batches, on the device
+
+
 @dataclass
 class Picture:
     """One per-epoch picture: images in [0, 1] laid out in rows, with optional row labels."""
@@ -80,6 +112,12 @@ class ModelSpec:
     keeps_latents: bool = False                 # store the training latents when a run ends (for sampling)
     gpu_defaults: dict = field(default_factory=dict)   # training settings on a GPU: bigger batches keep it busy
     description: str = ""                       # one line for --help
+    figures: tuple[Figure, ...] = ()            # what it reports beyond "loss", headline first
+    classes: Callable[[Any], int] = lambda config: 0   # classes its labels condition it on (0: it takes no labels)
+    # A model with trains_on="codes": the settings its parent's codes decide, over the file and flags
+    # (shape: a CodeShape), and its training data, (train_x, train_y, test_x), from a ParentData.
+    settle: Callable[[Any, dict], dict] = lambda shape, values: values
+    from_parent: Callable[[ParentData], tuple] | None = None
 
     def __post_init__(self):
         unknown = set(self.operations) - OPERATIONS
@@ -87,6 +125,15 @@ class ModelSpec:
             raise ValueError(f"unknown operations {sorted(unknown)} for model {self.name}")
         if self.trains_on not in ("images", "codes"):
             raise ValueError(f"trains_on must be 'images' or 'codes', not {self.trains_on!r}")
+        if self.trains_on == "codes" and self.from_parent is None:
+            raise ValueError(f"model {self.name} trains on codes: it needs `from_parent`")
+        if sum(f.headline for f in self.figures) > 1:
+            raise ValueError(f"model {self.name}: at most one headline figure")
+
+    @property
+    def headline(self) -> Figure:
+        """The figure that says how good a run is: the declared one, else the held-out loss."""
+        return next((f for f in self.figures if f.headline), LOSS)
 
     def config(self, values: dict):
         """The model's config dataclass from a dict; unknown keys and bad values refused by name."""
@@ -97,6 +144,10 @@ class ModelSpec:
 
     def can(self, operation: str) -> bool:
         return operation in self.operations
+
+
+LOSS = Figure("loss", "loss", panel="loss")   # every model's: what the trainer minimises
+LR = Figure("lr", "learning rate", fmt="{:.3g}", panel="learning rate", log=False)   # the trainer's
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -130,6 +181,16 @@ def find(name: str) -> ModelSpec | None:
 
 def with_operation(operation: str) -> list[ModelSpec]:
     return [s for s in _REGISTRY.values() if s.can(operation)]
+
+
+def figures(specs: list[ModelSpec] | None = None) -> list[Figure]:
+    """The loss, every figure of these models (default: all registered), the learning rate: each name once."""
+    seen: dict[str, Figure] = {"loss": LOSS}
+    for spec in (specs if specs is not None else _REGISTRY.values()):
+        for f in spec.figures:
+            seen.setdefault(f.name, f)
+    seen.setdefault("lr", LR)
+    return list(seen.values())
 
 
 def display_names(specs: list[ModelSpec]) -> str:

@@ -15,12 +15,35 @@ which is what the prior sees.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from vqgen.errors import UsageError
-from vqgen.models.quantizer import (Quantizer, VectorQuantizer, from_rows, register_quantizer, straight_through,
-                                   to_rows, usage_of)
+from vqgen.models.quantizer import (CodebookConfig, Quantizer, QuantizerSpec, VectorQuantizer, from_rows,
+                                   register_quantizer, straight_through, to_rows, usage_of)
+from vqgen.settings import at_least, setting
+
+
+@dataclass
+class RVQConfig(CodebookConfig):
+    stages: int = setting(2, "quantisers in a row", at_least(2, 8))
+    stage_codes: int = setting(32, "codes per stage; the prior sees stage_codes**stages codes", at_least(2, 65536))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.codebook_size > 65536:
+            raise UsageError(f"`stage_codes` {self.stage_codes} with `stages` {self.stages} makes "
+                             f"{self.codebook_size:,} codes for the prior; at most 65,536 "
+                             "(try stage_codes 32, stages 2)")
+        if self.distance == "cosine":
+            raise UsageError("`distance` cosine does not suit rvq (residuals are not directions); use euclidean")
+
+    @property
+    def codebook_size(self) -> int:
+        """The stages decide how many codes a position can take: stage_codes**stages."""
+        return self.stage_codes ** self.stages
 
 
 class ResidualVQ(Quantizer):
@@ -73,18 +96,7 @@ class ResidualVQ(Quantizer):
         return {"usage": sum(per_stage) / len(per_stage), "perplexity": usage_of(self.counts)["perplexity"]}
 
 
-def settle_stages(cfg) -> None:
-    """The stages decide how many codes a position can take: codebook_size is stage_codes**stages."""
-    if cfg.stage_codes ** cfg.stages > 65536:
-        raise UsageError(f"`stage_codes` {cfg.stage_codes} with `stages` {cfg.stages} makes "
-                         f"{cfg.stage_codes ** cfg.stages:,} codes for the prior; at most 65,536 "
-                         "(try stage_codes 32, stages 2)")
-    cfg.codebook_size = cfg.stage_codes ** cfg.stages
-    if cfg.distance == "cosine":
-        raise UsageError("`distance` cosine does not suit rvq (residuals are not directions); use euclidean")
-
-
-register_quantizer("rvq", lambda cfg: ResidualVQ(
-    cfg.stages, rotation_trick=cfg.rotation_trick, codebook_size=cfg.stage_codes, dim=cfg.code_dim,
-    distance=cfg.distance, ema=cfg.ema, decay=cfg.decay, commitment_weight=cfg.commitment_weight,
-    kmeans_init=cfg.kmeans_init, dead_code_threshold=cfg.dead_code_threshold), settle_stages)
+register_quantizer(QuantizerSpec(
+    name="rvq", config_class=RVQConfig, description="residual VQ, stages of learned codebooks",
+    build=lambda cfg: ResidualVQ(cfg.stages, rotation_trick=cfg.rotation_trick, codebook_size=cfg.stage_codes,
+                                 **cfg.codebook_options())))

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqgen.errors import UsageError
-from vqgen.models.base import Autoencoder, reconstruction_picture
-from vqgen.models.registry import ImageShape, ModelSpec, Picture, PictureContext, register
+from vqgen.models.base import RECONSTRUCTION_FIGURES, Autoencoder, reconstruction_picture
+from vqgen.models.registry import Figure, ImageShape, ModelSpec, Picture, PictureContext, register
 from vqgen.settings import at_least, each, one_of, setting, validate
 
 SAMPLERS = ("prior", "mix")
@@ -166,4 +166,6 @@ register(ModelSpec(
     # the learning rate grows with the square root of the batch.
     gpu_defaults={"batch_size": 256, "lr": 2e-3},
     description="a VAE: images -> a Gaussian latent -> images; samples from N(0, I) or mixes",
+    figures=RECONSTRUCTION_FIGURES + (Figure("recon", "reconstruction", panel="loss"),
+                                      Figure("kl", "KL", panel="KL divergence")),
 ))

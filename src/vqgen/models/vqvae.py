@@ -9,54 +9,44 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqgen.errors import UsageError
-from vqgen.models.base import CodeModel, reconstruction_picture
-from vqgen.models.quantizer import build_quantizer, quantizer_names, settle_quantizer
-from vqgen.models.registry import ImageShape, ModelSpec, register
-from vqgen.settings import at_least, between, each, one_of, setting, validate
+from vqgen.models.base import RECONSTRUCTION_FIGURES, CodeModel, reconstruction_picture
+from vqgen.models.quantizer import build_quantizer, quantizer_configs, quantizer_names
+from vqgen.models.registry import Figure, ImageShape, ModelSpec, register
+from vqgen.settings import at_least, group, init_grouped, one_of, setting, validate
 
 
 def _known_quantizer(name) -> str | None:
     return None if name in quantizer_names() else f"must be one of {', '.join(quantizer_names())}, not {name!r}"
 
 
-@dataclass
+@dataclass(init=False)
 class VQVAEConfig:
+    """Settings by name; the quantiser's in `quantizer_config` (a dict or its dataclass) or flat among the
+    others (`codebook_size=64`), as in config files and flags."""
+
     image_size: int = setting(28, "height = width of the images, divisible by 2**downsample", at_least(4, 1024))
     channels: int = setting(1, "1 for grayscale, 3 for RGB", one_of(1, 3))
     hidden: int = setting(32, "channels of the deepest feature map", at_least(1, 4096))
     res_blocks: int = setting(2, "residual blocks on each side of the bottleneck", at_least(0, 64))
     res_hidden: int = setting(16, "channels inside a residual block", at_least(1, 4096))
     downsample: int = setting(2, "stride-2 stages: 28 -> 7 for MNIST", at_least(1, 8))
-    quantizer: str = setting("vq", "vq (a learned codebook) | fsq (rounding to fixed levels) | rvq (residual VQ)",
+    quantizer: str = setting("vq", "the quantiser's registered name: vq (a learned codebook), fsq, rvq, ...",
                              _known_quantizer)
-    codebook_size: int = setting(512, "number of codes (fsq: the product of levels; rvq: stage_codes**stages)",
-                                 at_least(2, 65536))
-    code_dim: int = setting(4, "dimension of each code vector (small dims keep codes in use; fsq: len(levels))",
-                            at_least(1, 4096))
-    levels: list[int] = setting([8, 5, 5, 5], "fsq: values per channel of a code", each(at_least(2, 256), 1, 16))
-    stages: int = setting(2, "rvq: quantisers in a row", at_least(2, 8))
-    stage_codes: int = setting(32, "rvq: codes per stage; the prior sees stage_codes**stages codes",
-                               at_least(2, 65536))
-    rotation_trick: bool = setting(False, "vq, rvq: pass gradients through the rotation from input to code "
-                                          "(Fifty et al., 2024) instead of straight through")
+    quantizer_config: Any = group("quantizer", quantizer_configs, "the quantiser's own settings (given flat too)")
     loss: str = setting("mse", "reconstruction loss: mse | l1 (sharper for colour images)", one_of("mse", "l1"))
-    distance: str = setting("euclidean", "euclidean | cosine", one_of("euclidean", "cosine"))
-    ema: bool = setting(True, "learn the codebook by moving averages (else by a loss)")
-    decay: float = setting(0.95, "EMA decay of the codebook", between(0.0, 1.0))
-    commitment_weight: float = setting(0.5, "pulls encoder outputs towards their codes", at_least(0.0, 1000.0))
-    kmeans_init: bool = setting(True, "initialise the codebook by k-means on the first batch")
-    dead_code_threshold: float = setting(0.5, "restart codes used fewer times than this per batch (EMA); 0: never",
-                                         at_least(0.0, 1e6))
+
+    def __init__(self, **settings):
+        init_grouped(self, settings)
 
     def __post_init__(self):
         validate(self)
-        settle_quantizer(self.quantizer, self)   # e.g. fsq: codebook_size and code_dim follow from levels
         step = 2 ** self.downsample
         if self.image_size % step:
             raise UsageError(f"`image_size` {self.image_size} is not divisible by 2**downsample = {step}; "
@@ -64,6 +54,16 @@ class VQVAEConfig:
         if self.hidden % 2 ** (self.downsample - 1):
             raise UsageError(f"`hidden` {self.hidden} must be divisible by 2**(downsample - 1) = "
                              f"{2 ** (self.downsample - 1)}, the encoder halves it at each stage")
+
+    @property
+    def codebook_size(self) -> int:
+        """Distinct codes at a grid position, as the quantiser's settings give it (fsq: from its levels)."""
+        return self.quantizer_config.codebook_size
+
+    @property
+    def code_dim(self) -> int:
+        """Channels of the code grid: what the encoder outputs and the decoder takes."""
+        return self.quantizer_config.code_dim
 
 
 # The colour default (docs/benchmarks.md, "Faces": chosen among the widths, grids, losses and codebooks
@@ -129,7 +129,7 @@ class VQVAE(CodeModel):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.quantizer = build_quantizer(cfg.quantizer, cfg)
+        self.quantizer = build_quantizer(cfg.quantizer, cfg.quantizer_config)
         self.decoder = Decoder(cfg)
 
     # ------------------------------------------------------------------ training
@@ -215,4 +215,9 @@ register(ModelSpec(
     # reaches test MSE 0.00193 against 0.00197 for the CPU default, in as many steps as 10 epochs at 256.
     gpu_defaults={"batch_size": 512, "lr": 1.5e-2, "epochs": 20},
     description="a VQ-VAE: images -> a grid of codes from a learned codebook -> images",
+    figures=RECONSTRUCTION_FIGURES + (
+        Figure("vq", "VQ loss", panel="loss"),
+        Figure("usage", "codebook usage", fmt="{:.0%}", short="usage", lower_is_better=False, shown=True,
+               panel="codebook usage", log=False, twin="perplexity"),
+        Figure("perplexity", "perplexity", fmt="{:,.0f}", short="ppl", lower_is_better=False)),
 ))

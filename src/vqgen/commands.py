@@ -1,8 +1,10 @@
-"""What each command does, as one library function: check, compute, write the files, say what was done.
+"""The commands: what each does, as one library function that checks, computes, writes the files and says
+what was done.
 
 The command line parses its flags, calls one of these and prints the
 `Report` it returns: status lines on stderr, the path written (or JSON) on
-stdout. Each function checks its cheap arguments before PyTorch is loaded.
+stdout. Each function checks its cheap arguments before PyTorch is loaded,
+and computes through the Python API (`vqgen.train`, `Model`) only.
 Arguments have the names of the flags, so an error that names `steps`
 becomes "--steps ..." on the command line.
 """
@@ -14,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from vqgen.api import MAX_SAMPLES, Model, check_sampling, check_steps, open_run
+from vqgen import api
+from vqgen.api import MAX_SAMPLES, Model, check_map_size, check_sampling, check_steps, open_run
 from vqgen.errors import UsageError
 from vqgen.files import check_output_dir, check_output_file, output_names, slug, unique_path
 from vqgen.settings import at_least, check_arg, one_of, positive
@@ -29,10 +32,31 @@ def _quiet(_: str) -> None:
 
 @dataclass
 class Report:
-    """What a command did: the path it wrote (printed on stdout), status lines, data for --json."""
+    """What a command did: the path it wrote (printed on stdout), status lines, data for --json, and whether
+    it was interrupted (Ctrl-C: the command line exits with 130)."""
     path: Path | None = None
     lines: list[str] = field(default_factory=list)
     data: dict | None = None
+    interrupted: bool = False
+    columns: list[tuple[str, str, object]] = field(default_factory=list)   # a table's (key, header, Figure)
+
+
+# --------------------------------------------------------------------------- train
+
+
+def train(model: str | None = None, dataset: str | None = None, *, progress=None, **settings) -> Report:
+    """Train a model, or resume a run (`vqgen.train`'s arguments): the run directory, and its held-out figures.
+
+    Under torchrun, a process other than the first has no run directory to report (`path` None).
+    """
+    result = api.train(model, dataset, progress=progress, **settings)
+    return Report(result.run_dir, [result.summary] if result.summary else [], interrupted=result.interrupted)
+
+
+def train_planned(plan: Path) -> Report:
+    """One of the processes `train` starts with `devices`, under torchrun: it trains as the plan file says and
+    reports nothing (the process that started them does)."""
+    return Report(interrupted=api.train_planned(plan).interrupted)
 
 
 # --------------------------------------------------------------------------- reconstruct
@@ -54,7 +78,7 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
             check_output_file(out, "out", inputs=[input] if input is not None else [])
     import torch
 
-    from vqgen import data, generate, images
+    from vqgen import data, images
     from vqgen.metrics import psnr
 
     model = Model(open_run(run, "reconstruct", log))
@@ -63,13 +87,13 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
     if input is None:
         model.data(log)
         x = model.held_out(n)
-    elif folder_in:
+    elif folder_in:   # the files' names too, for the reconstructions'
         x, paths, skipped = data.load_image_folder(input, size, c)
         if skipped:
             report.lines.append(f"Skipped {skipped} unreadable images")
     else:
-        x = data.load_image_file(input, size, c)
-    recon = generate.reconstruct(model.module, x)
+        x = model.images(input)
+    recon = model.reconstruct(x)
     mse = torch.mean((recon - x) ** 2).item()
     report.lines.append(f"MSE {mse:.5f}  PSNR {psnr(mse):.2f} dB over {len(x)} images")
     if folder_in:
@@ -107,11 +131,15 @@ def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str
     return model, model.interpolate(a, b, steps, method=method, space=space, log=log)
 
 
-def _morph_name(a: str, b: str, method: str, space: str | None) -> str:
-    from vqgen.generate import endpoint_name
+def _endpoint_name(spec: str) -> str:
+    """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
+    p = Path(spec)
+    return slug(p.stem if p.suffix else spec.lstrip("#"))
 
+
+def _morph_name(a: str, b: str, method: str, space: str | None) -> str:
     extra = (f"_{method}" if method != "lerp" else "") + (f"_{space}" if space else "")
-    return f"{endpoint_name(a)}_to_{endpoint_name(b)}{extra}"
+    return f"{_endpoint_name(a)}_to_{_endpoint_name(b)}{extra}"
 
 
 def interpolate(a: str, b: str, steps: int = 12, run: Path | None = None, out: Path | None = None,
@@ -272,7 +300,7 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
     spec = models.find(meta["vqgen_model"])
     return Report(run_dir, data={"run": str(run_dir), "model": meta["vqgen_model"],
                                  "model_name": spec.display_name if spec else meta["vqgen_model"],
-                                 "epochs": rows, "final": rows[-1]})
+                                 "epochs": rows, "final": rows[-1]}, columns=_columns([spec] if spec else []))
 
 
 def describe(run: Path | None = None, log: Log = _quiet) -> Report:
@@ -291,12 +319,33 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
 # --------------------------------------------------------------------------- runs / compare / map
 
 
-def _best(rows: list[dict]) -> tuple[str, float] | None:
-    """The run's best held-out figure: the lowest test MSE, else bits per code, else loss."""
-    for key, label in (("test_mse", "MSE"), ("test_bits_per_code", "bits/code"), ("test_loss", "loss")):
-        values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+def _columns(specs: list) -> list[tuple[str, str, object]]:
+    """The per-epoch figures a table shows for runs of these models, as (key, header, models.Figure): the
+    held-out figures each epoch shows, those with a plot panel of their own and what is drawn beside them;
+    the loss where no model has a headline figure; then speed and time."""
+    from vqgen import models
+    from vqgen.models.registry import Figure
+
+    figures = models.figures(specs)
+    twins = {f.twin for f in figures if f.twin}
+    wanted = [f for f in figures if f.shown or f.name in twins or f.panel not in ("", "loss", "learning rate")]
+    if not any(spec.figures and spec.headline in spec.figures for spec in specs):
+        wanted.insert(0, figures[0])   # the loss
+    columns = [(f"test_{f.name}", (f.short or f.label) + (f" {f.unit}" if 0 < len(f.unit) <= 3 else ""), f)
+               for f in wanted]
+    return columns + [("img_per_s", "img/s", Figure("img_per_s", "img/s", fmt="{:,.0f}")),
+                      ("seconds", "s", Figure("seconds", "s"))]
+
+
+def _best(rows: list[dict], spec) -> tuple[str, float] | None:
+    """The run's best held-out headline figure (its model's, else the loss): the lowest, or the highest where
+    higher is better."""
+    from vqgen.models.registry import LOSS
+
+    for figure in ((spec.headline,) if spec is not None else ()) + (LOSS,):
+        values = [r[f"test_{figure.name}"] for r in rows if isinstance(r.get(f"test_{figure.name}"), (int, float))]
         if values:
-            return label, min(values)
+            return figure.short or figure.label, (min if figure.lower_is_better else max)(values)
     return None
 
 
@@ -323,7 +372,7 @@ def list_runs(runs_dir: Path = Path("runs")) -> Report:
             import json
 
             cfg = json.loads(s.meta["config"])
-        best = _best(rows)
+        best = _best(rows, spec)
         status = "finished" if s.finished else ("interrupted" if s.usable else "no finished epoch")
         out.append({"run": s.path.name, "path": str(s.path), "model": spec.display_name if spec else (s.model or "?"),
                     "data": (cfg.get("train") or {}).get("dataset", ""), "epochs": s.epoch, "of": s.epochs,
@@ -363,11 +412,11 @@ def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) ->
         raise UsageError("give one or more runs to compare: vqgen compare runs/a runs/b")
     if out is not None:
         check_output_file(out, "out")
-    from vqgen import plots, runs
+    from vqgen import models, plots, runs
     from vqgen.tracking import STEPS, read_steps
 
     curves, table = [], []
-    names = []
+    names, specs = [], []
     for run in run_dirs:
         summary = runs.summarize(Path(run))
         if summary is None or not summary.usable:
@@ -377,45 +426,35 @@ def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) ->
         names.append(name)
         curves.append((name, read_steps(summary.path / STEPS), rows))
         table.append({"run": name, "model": summary.model, **(rows[-1] if rows else {})})
+        specs += [spec for spec in (models.find(summary.model),) if spec is not None and spec not in specs]
     label = "_vs_".join(slug(Path(r).name) for r in run_dirs[:3])
     path = Path(out) if out is not None else unique_path(Path(f"compare_{label}.png"))
-    plots.save(plots.curves_figure(curves, title="  vs  ".join(names)), path)
-    return Report(path, data={"runs": table})
+    plots.save(plots.curves_figure(curves, title="  vs  ".join(names), figures=models.figures(specs)), path)
+    return Report(path, data={"runs": table}, columns=_columns(specs))
 
 
 def latent_map(run: Path | None = None, n: int = 2000, out: Path | None = None, log: Log = _quiet) -> Report:
     """Held-out latents in 2-D (PCA), coloured by class; for a model with codes, codebook use and code grids."""
-    check_arg("n", n, at_least(10, 100_000))
+    check_map_size(n)
     if out is not None:
         check_output_file(out, "out")
-    import torch
-
     from vqgen import plots
 
     model = Model(open_run(run, "encode", log))
-    data = model.data(log)
-    x = data.test_images[:n].float().div(255)
-    labels = data.test_labels[:n] if data.test_labels is not None else None
-    z = model.encode(x).flatten(1).double()
-    centred = z - z.mean(0)
-    _, s, v = torch.linalg.svd(centred, full_matrices=False)
-    coords = (centred @ v[:2].T).float().numpy()
-    var = (s ** 2) / (s ** 2).sum()
-    explained = (float(var[0]), float(var[1]) if len(var) > 1 else 0.0)
-    usage, examples = None, None
-    if model.spec.can("codes"):
-        codes = model.codes(x)
-        usage = torch.bincount(codes.flatten(), minlength=model.module.codebook_size).numpy()
-        examples = [(x[i].permute(1, 2, 0).squeeze(-1).numpy(), codes[i].numpy()) for i in range(min(2, len(x)))]
+    found = model.latent_map(n, log)
+    x, labels, coords = found.images, found.labels, found.coords.numpy()
+    usage = found.usage.numpy() if found.usage is not None else None
+    examples = None if found.codes is None else \
+        [(x[i].permute(1, 2, 0).squeeze(-1).numpy(), found.codes[i].numpy()) for i in range(min(2, len(x)))]
     title = f"{model.spec.display_name} {model.run_dir.name}: {len(x):,} held-out images of {model.config.train.dataset}"
     fig = plots.latent_map_figure(coords, labels.numpy() if labels is not None else None, model.class_names,
-                                  explained, title, usage, examples)
+                                  found.explained, title, usage, examples)
     path = Path(out) if out is not None else unique_path(model.run_dir / "map.png")
     plots.save(fig, path)
     points = [{"x": float(a), "y": float(b), **({"label": int(labels[i])} if labels is not None else {})}
               for i, (a, b) in enumerate(coords)]
-    data_out = {"run": str(model.run_dir), "png": str(path), "method": "pca", "explained_variance": list(explained),
-                "class_names": model.class_names, "points": points}
+    data_out = {"run": str(model.run_dir), "png": str(path), "method": "pca",
+                "explained_variance": list(found.explained), "class_names": model.class_names, "points": points}
     if usage is not None:
         data_out["codebook_usage"] = usage.tolist()
     return Report(path, data=data_out)

@@ -1,0 +1,165 @@
+"""Decoding a source's listing into a cache entry, on every core for a large dataset.
+
+Workers run `vqgen.decode` (Pillow and NumPy only). On Linux they are forked and decode into slots of
+an anonymous mapping shared with this process, sending back only counts; elsewhere they are spawned
+and pickle their chunks back.
+"""
+
+from __future__ import annotations
+
+import collections
+import mmap
+import multiprocessing
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vqgen.data.cache import EntryWriter
+from vqgen.data.sources import Listing, held_out_count
+from vqgen.decode import decode_chunk
+from vqgen.errors import DatasetError, UsageError
+
+CHUNK = 256               # images per decoding task
+HOLDOUT_SEED = 0          # fixed, so every run of a dataset holds out the same images
+MIN_FOR_WORKERS = 4096    # smaller datasets decode in this process: starting workers costs more
+
+Progress = Callable[[int, int], None]   # (images done, images in all)
+
+
+def decode_workers(n_images: int) -> int:
+    """Worker processes to decode n images with: none for small datasets, else one per core."""
+    env = os.environ.get("VQGEN_DECODE_WORKERS")
+    if env is not None:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            raise UsageError(f"VQGEN_DECODE_WORKERS={env!r}: give a whole number (0: decode in this process)") from None
+    if n_images < MIN_FOR_WORKERS:
+        return 0
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32))
+
+
+_SLOTS: np.ndarray | None = None   # in a decoding worker: the output buffers it shares with the main process
+
+
+def _use_slots(slots: np.ndarray) -> None:
+    global _SLOTS
+    _SLOTS = slots
+
+
+def _decode_into_slot(items: list, size: int, channels: int, slot: int) -> tuple[int, list[int], int, int]:
+    """In a forked worker: decode into a shared slot; only the counts travel back."""
+    arrays, kept, converted, skipped = decode_chunk(items, size, channels, out=_SLOTS[slot])
+    return len(arrays), kept, converted, skipped
+
+
+def _decoded_chunks(chunks: Iterable[list], size: int, channels: int, workers: int) -> Iterator[tuple]:
+    """decode_chunk over chunks, in order; with workers, a few chunks ahead at a time (memory stays bounded).
+
+    Each chunk's arrays are valid until the next one is asked for: they live in buffers used over again.
+    """
+    if workers == 0:
+        buffer = np.empty((CHUNK, channels, size, size), dtype=np.uint8)
+        for chunk in chunks:
+            yield decode_chunk(chunk, size, channels, out=buffer)
+        return
+    if not sys.platform.startswith("linux"):   # macOS cannot fork safely: spawned workers send their arrays
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending = collections.deque()
+            for chunk in chunks:
+                pending.append(pool.submit(decode_chunk, chunk, size, channels))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        return
+    # Workers run Pillow and NumPy only. "fork" starts them at once and, unlike "spawn", does not run the
+    # caller's main script again in each (a notebook's or an unguarded script's). They decode into slots of
+    # an anonymous mapping shared with this process, which they inherit: a chunk is neither pickled nor piped
+    # back, and the slots are reused rather than allocated for every chunk.
+    n_slots = 2 * workers   # the chunks in flight, the one being read here included
+    shared = mmap.mmap(-1, n_slots * CHUNK * channels * size * size)
+    slots = np.frombuffer(shared, dtype=np.uint8).reshape(n_slots, CHUNK, channels, size, size)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                             initializer=_use_slots, initargs=(slots,)) as pool:
+        free, pending = collections.deque(range(n_slots)), collections.deque()
+
+        def take():
+            future, slot = pending.popleft()
+            n, kept, converted, skipped = future.result()
+            return slot, (slots[slot][:n], kept, converted, skipped)
+
+        for chunk in chunks:
+            slot = free.popleft()
+            pending.append((pool.submit(_decode_into_slot, chunk, size, channels, slot), slot))
+            if len(pending) == n_slots:
+                slot, result = take()
+                yield result
+                free.append(slot)   # asked for the next chunk: done with this one
+        while pending:
+            slot, result = take()
+            yield result
+            free.append(slot)
+
+
+def _resize_u8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """(n, H, W) uint8 grayscale as (n, C, size, size) uint8."""
+    t = torch.from_numpy(np.array(images)).unsqueeze(1)
+    if size != t.shape[-1]:
+        t = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255)
+        t = t.to(torch.uint8)
+    if channels == 3:
+        t = t.expand(-1, 3, -1, -1)
+    return t.contiguous().numpy()
+
+
+def decode_listing(source: str, listing: Listing, writer: EntryWriter, size: int, channels: int,
+                   workers: int | None, progress: Progress | None) -> tuple[int, int]:
+    """Decode every split into the writer, holding out a fixed 5% where there is no test split.
+
+    Returns (images converted to the model's mode, unreadable images skipped).
+    """
+    splits = listing.splits
+    train_name, test_name = listing.roles()
+    held_out: set[int] = set()
+    if test_name is None:
+        n = splits[train_name].count
+        if n < 2:
+            raise DatasetError(f"`dataset` {source}: {n} image(s); vqgen needs at least 2, one to train on "
+                               "and one held out to evaluate")
+        held_out = set(torch.randperm(n, generator=torch.Generator().manual_seed(HOLDOUT_SEED))[:held_out_count(n)]
+                       .tolist())
+    total = listing.count
+    workers = decode_workers(total) if workers is None else workers
+    done = converted = skipped = 0
+    for name, out in ((train_name, "train"), (test_name, "test")):
+        if name is None:
+            continue
+        split = splits[name]
+        if split.array is not None:
+            results = ((_resize_u8(split.array[i:i + CHUNK], size, channels), list(range(min(CHUNK, split.count - i))),
+                        0, 0) for i in range(0, split.count, CHUNK))
+        else:
+            results = _decoded_chunks(split.chunks(CHUNK), size, channels, workers)
+        offset = 0
+        for arrays, kept, conv, skip in results:
+            index = np.asarray(kept, dtype=np.int64) + offset
+            labels = split.labels[index] if split.labels is not None else None
+            if held_out and name == train_name:
+                test_mask = np.array([i in held_out for i in index.tolist()], dtype=bool)
+                writer.add("test", arrays[test_mask], labels[test_mask] if labels is not None else None)
+                arrays, labels = arrays[~test_mask], (labels[~test_mask] if labels is not None else None)
+            writer.add(out, arrays, labels)
+            chunk_len = len(kept) + skip
+            offset += chunk_len
+            done += chunk_len
+            converted += conv
+            skipped += skip
+            if progress:
+                progress(done, total)
+    return converted, skipped
