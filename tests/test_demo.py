@@ -24,26 +24,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import TINY_VQVAE, make_mnist_idx
-from test_cli import invoke
-from test_vae_prior import TINY_PRIOR, TINY_VAE
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory):
-    """A folder with a tiny VQ-VAE, its prior and a tiny VAE under runs/."""
-    home = tmp_path_factory.mktemp("demo")
-    os.environ["VQGEN_CACHE"] = str(home / "cache")
-    make_mnist_idx(home / "mnist")
-    for name, text in (("vqvae", TINY_VQVAE), ("vae", TINY_VAE), ("prior", TINY_PRIOR)):
-        (home / f"{name}.yaml").write_text(text)
-    for args in (("--config", home / "vae.yaml", "--model", "vae"), ("--config", home / "vqvae.yaml"),
-                 ("--model", "prior", "--config", home / "prior.yaml")):
-        r = invoke("train", "--dataset", home / "mnist", *args, cwd=home) if "prior" not in args else \
-            invoke("train", *args, cwd=home)
-        assert r.exit_code == 0, r.output
-    return home
-
 
 @pytest.fixture
 def page(home):
@@ -75,7 +55,8 @@ def test_page_lists_the_runs_and_opens_on_the_newest_autoencoder(page, home):
     assert all(re.search(r"\((vqvae|vae|prior), \d epochs\)", label) for label, _ in choices)
     assert Path(page.default_run()).name == "vqvae-mnist"   # the newest that can reconstruct
     text = page.describe(run_of(home, "vqvae"))
-    assert text.startswith("**VQ-VAE**, 1 epochs on `mnist`; 28x28 grey images. Held out: PSNR")
+    assert text.startswith("**VQ-VAE**, 1 epochs on `mnist`; 28x28 grey images. Held out: MSE 0.")
+    assert re.search(r"Held out: MSE 0\.\d{5}, PSNR \d+\.\d\d dB, codebook usage \d+%\. Can: ", text), text
 
 
 def test_draw_shows_what_the_model_sees_its_reconstruction_and_codes(page, home):
@@ -172,6 +153,16 @@ def test_sample_by_class_and_without(page, home):
     assert (a == b).all()          # a seed repeats the draw
 
 
+def test_sampling_controls_start_at_the_samplers_own_defaults(page, home):
+    from vqgen import models
+
+    prior = models.get("prior")
+    can = page.abilities(run_of(home, "vqvae"))   # samples through its prior
+    assert can["sample_defaults"]["temperature"] == prior.sample_defaults["temperature"] == 0.7
+    assert can["sample_defaults"]["guidance"] == prior.sample_starts["guidance"] == 1.5
+    assert page.abilities(run_of(home, "vae"))["sample_defaults"] == {"temperature": 1.0, "sampler": "prior"}
+
+
 def test_vae_samples_from_n01_or_mixes(page, home):
     can = page.abilities(run_of(home, "vae"))
     assert can["sample"] and "sampler" in can["sample_options"] and not can["codes"]
@@ -184,9 +175,9 @@ def test_sampling_slowly_shows_the_grid_as_codes_are_drawn(home):
     import torch
 
     from vqgen import generate
-    from vqgen.api import open_run
+    from vqgen.api import open_run, open_sampler
 
-    sampler = generate.find_sampler(open_run(run_of(home, "vqvae"), "sample"))
+    _, sampler = open_sampler(open_run(run_of(home, "vqvae"), "sample"))
     seen = []
     out = generate.sample(sampler, 3, label=None, generator=torch.Generator().manual_seed(0),
                           preview=lambda images, done: seen.append((images.clone(), done)), preview_every=0.0)
@@ -235,13 +226,13 @@ def test_models_are_loaded_once_per_run(page, home):
 # --------------------------------------------------------------------------- the command
 
 
-def test_demo_without_gradio_says_how_to_install(home, monkeypatch):
+def test_demo_without_gradio_says_how_to_install(home, monkeypatch, invoke):
     monkeypatch.setitem(sys.modules, "gradio", None)     # import gradio now fails
     r = invoke("demo", "--run", run_of(home, "vqvae"), "--no-open", cwd=home)
     assert r.exit_code == 2 and 'pip install "vqgen[demo]"' in r.output
 
 
-def test_demo_refuses_a_bad_port_a_missing_run_and_an_empty_folder(home, tmp_path):
+def test_demo_refuses_a_bad_port_a_missing_run_and_an_empty_folder(home, tmp_path, invoke):
     pytest.importorskip("gradio")
     r = invoke("demo", "--port", "70000", "--no-open", cwd=home)
     assert r.exit_code == 2 and "--port 70000" in r.output
@@ -251,7 +242,7 @@ def test_demo_refuses_a_bad_port_a_missing_run_and_an_empty_folder(home, tmp_pat
     assert r.exit_code == 2 and "no trained run under runs/" in r.output
 
 
-def test_demo_on_a_port_in_use_is_one_line(home):
+def test_demo_on_a_port_in_use_is_one_line(home, invoke):
     pytest.importorskip("gradio")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -271,12 +262,6 @@ def chromium() -> str | None:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def image_at(page, selector: str, old: str | None = None, timeout: float = 30.0) -> tuple[Image.Image, str]:
     """The image an <img> under `selector` shows (waiting until its address differs from `old`)."""
     deadline = time.monotonic() + timeout
@@ -289,7 +274,7 @@ def image_at(page, selector: str, old: str | None = None, timeout: float = 30.0)
     raise AssertionError(f"no new image in {selector} after {timeout} s")
 
 
-def test_the_page_in_a_real_browser(home, tmp_path):
+def test_the_page_in_a_real_browser(home, tmp_path, free_port):
     pytest.importorskip("gradio", reason='the demo extra is not installed: pip install "vqgen[demo]"')
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install "
                                      "playwright)")

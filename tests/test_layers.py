@@ -1,6 +1,7 @@
 """Dependencies point one way: models <- data/runs/config <- training/generation <- api <- cli (docs/design.md)."""
 
 import ast
+import re
 from pathlib import Path
 
 import vqgen
@@ -12,11 +13,12 @@ LAYERS = {
     "errors": 0, "settings": 0, "files": 0, "metrics": 0, "progress": 0, "decode": 0,
     "models": 1,
     "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
-    "training": 3, "generate": 3,
-    "api": 4, "tasks": 4,
+    "generate": 2,   # inference over tensors: models only, so no data loading and no run folders
+    "training": 3,
+    "api": 4, "commands": 4,
     "demo": 5, "__init__": 5, "cli": 6, "__main__": 7,
 }
-SIDEWAYS = {("runs", "config"), ("tasks", "api")}   # the run format holds a config; tasks use the API's Model
+SIDEWAYS = {("runs", "config"), ("commands", "api")}   # the run format holds a config; commands use the API
 
 
 def imports_of(path: Path) -> set[str]:
@@ -58,9 +60,51 @@ def test_dependencies_point_one_way():
 
 
 def test_nothing_outside_models_compares_a_model_name():
-    import re
-
     pattern = re.compile(r"""[=!]=\s*["'](vqvae|vae|prior)["']|in\s*\(\s*["'](vqvae|vae|prior)["']""")
     hits = [f"{p.relative_to(SRC)}:{i}" for p in SRC.rglob("*.py") if p.parent.name != "models"
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+# What a model offers the rest of vqgen is declared in models/base.py and models/registry.py; code outside
+# models/ calls it, and never asks a model, checkpoint, spec or config whether it happens to have an
+# attribute. Unwrapping DistributedDataParallel and torch.compile (trainer.unwrap) probes their wrappers.
+PROBED = re.compile(r"model|checkpoint|ckpt|spec|config|cfg|\bnet\b|sampler|parent|decoder")
+WRAPPERS = {"module", "_orig_mod"}
+
+
+def probes(source: str, where: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")
+                and len(node.args) >= 2):
+            target, attr = ast.unparse(node.args[0]), node.args[1]
+            name = attr.value if isinstance(attr, ast.Constant) else ast.unparse(attr)
+            if PROBED.search(target) and name not in WRAPPERS:
+                found.append(f"{where}:{node.lineno} {node.func.id}({target}, {name!r})")
+    return found
+
+
+def test_nothing_outside_models_probes_a_model_for_an_attribute():
+    hits = [hit for p in SRC.rglob("*.py") if p.relative_to(SRC).parts[0] != "models"
+            for hit in probes(p.read_text(), str(p.relative_to(SRC)))]
+    assert hits == []
+
+
+def test_the_probe_check_sees_the_probes_of_0_3():
+    assert probes("def f(ckpt):\n    return getattr(ckpt.model, 'conditional', False)\n", "generate.py") == \
+        ["generate.py:2 getattr(ckpt.model, 'conditional')"]
+    assert probes("labels = getattr(cfg.model_config, 'num_classes', None) != 0\n", "training.py") == \
+        ["training.py:1 getattr(cfg.model_config, 'num_classes')"]
+    assert probes("inner = getattr(model, 'module', None)\n", "trainer.py") == []   # a wrapper, unwrapped
+
+
+# One path per command (docs/design.md): the commands compute through the API, and inference over tensors
+# (generate) neither loads data nor searches run folders.
+def test_inference_over_tensors_loads_no_data_and_finds_no_runs():
+    assert imports_of(SRC / "generate.py") - {"generate"} <= {"models", "errors"}
+
+
+def test_commands_compute_through_the_api_only():
+    assert not imports_of(SRC / "commands.py") & {"generate", "training", "trainer", "distributed"}
+    assert "commands" in imports_of(SRC / "cli.py") and "api" not in imports_of(SRC / "cli.py")

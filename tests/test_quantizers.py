@@ -1,16 +1,149 @@
-"""The quantiser registry: every quantiser keeps one contract; FSQ, residual VQ and the rotation trick."""
+"""The quantisers: the vector quantiser's options, usage counts and dead codes; the contract every registered
+quantiser keeps (in fp32 under autocast too); FSQ, residual VQ and the rotation trick; their settings and flags."""
 
 import json
 
 import pytest
 import torch
 
-from test_cli import invoke
 from vqgen import models
 from vqgen.errors import UsageError
 from vqgen.models.fsq import FSQ
-from vqgen.models.quantizer import VectorQuantizer, build_quantizer, quantizer_names, straight_through
+from vqgen.models.quantizer import VectorQuantizer, build_quantizer, kmeans, quantizer_names, straight_through
 from vqgen.models.rvq import ResidualVQ
+
+
+@pytest.mark.parametrize("distance", ["euclidean", "cosine"])
+@pytest.mark.parametrize("ema", [True, False])
+@pytest.mark.parametrize("kmeans_init", [True, False])
+def test_forward_shapes_and_nearest_codes(distance, ema, kmeans_init):
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=32, dim=8, distance=distance, ema=ema, kmeans_init=kmeans_init)
+    z = torch.randn(4, 8, 5, 5, requires_grad=True)
+    vq.train()
+    q, idx, loss = vq(z)
+    assert q.shape == z.shape and idx.shape == (4, 5, 5)
+    assert idx.min() >= 0 and idx.max() < 32
+    assert loss.ndim == 0 and loss.item() >= 0
+    # Each output vector is exactly the code its index names.
+    vq.eval()
+    q, idx, _ = vq(z)
+    flat_q = q.permute(0, 2, 3, 1).reshape(-1, 8)
+    assert torch.allclose(flat_q, vq.codebook[idx.flatten()], atol=1e-5)
+    # ... and that code is the nearest one.
+    flat = z.detach().permute(0, 2, 3, 1).reshape(-1, 8)
+    if distance == "cosine":
+        best = (torch.nn.functional.normalize(flat, dim=1) @ vq.codebook.t()).argmax(1)
+    else:
+        best = torch.cdist(flat, vq.codebook).argmin(1)
+    assert torch.equal(best, idx.flatten())
+    # `indices` finds the same codes and leaves the usage counts alone.
+    counts = vq.counts.clone()
+    assert torch.equal(vq.indices(z), idx)
+    assert torch.equal(vq.counts, counts)
+
+
+def test_straight_through_gradient_reaches_the_input():
+    vq = VectorQuantizer(codebook_size=16, dim=4, kmeans_init=False)
+    z = torch.randn(2, 4, 3, 3, requires_grad=True)
+    q, _, _ = vq(z)
+    q.sum().backward()
+    assert z.grad is not None
+    assert torch.allclose(z.grad, torch.ones_like(z))
+
+
+def test_codebook_loss_trains_the_codebook_without_ema():
+    vq = VectorQuantizer(codebook_size=8, dim=4, ema=False, kmeans_init=False)
+    z = torch.randn(2, 4, 3, 3)
+    _, _, loss = vq(z)
+    loss.backward()
+    assert vq.embed.grad is not None and vq.embed.grad.abs().sum() > 0
+
+
+def test_ema_moves_codes_towards_their_vectors():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=4, dim=2, kmeans_init=False, decay=0.5, dead_code_threshold=0)
+    target = torch.tensor([3.0, -2.0])
+    z = target.view(1, 2, 1, 1).expand(1, 2, 4, 4).contiguous()
+    _, idx, _ = vq(z)
+    code = idx.flatten()[0]
+    before = (vq.codebook[code] - target).norm().item()
+    for _ in range(10):
+        vq(z)
+    after = (vq.codebook[code] - target).norm().item()
+    assert after < before * 0.1
+
+
+def test_kmeans_init_places_codes_on_the_data():
+    torch.manual_seed(0)
+    centres = torch.tensor([[5.0, 5.0], [-5.0, 5.0], [5.0, -5.0], [-5.0, -5.0]])
+    data = centres.repeat_interleave(50, 0) + 0.1 * torch.randn(200, 2)
+    z = data.t().reshape(1, 2, 10, 20)
+    vq = VectorQuantizer(codebook_size=4, dim=2, kmeans_init=True, dead_code_threshold=0, decay=1.0)
+    vq(z)
+    assert bool(vq.initted)
+    for c in centres:
+        assert (vq.codebook - c).norm(dim=1).min() < 0.5
+
+
+def test_kmeans_function_finds_clusters():
+    torch.manual_seed(0)
+    x = torch.cat([torch.randn(100, 3) + 10, torch.randn(100, 3) - 10])
+    c = kmeans(x, 2, iters=5)
+    assert sorted(c[:, 0].round().tolist()) == pytest.approx([-10, 10], abs=1)
+
+
+def test_dead_codes_restart_on_data():
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=8, dim=2, kmeans_init=False, dead_code_threshold=1.0)
+    # All inputs sit at one point far from the random codes: one code gets used,
+    # the other seven are dead and must be moved onto the data.
+    z = torch.full((1, 2, 4, 4), 20.0)
+    _, idx, _ = vq(z)
+    used = int(idx.flatten()[0])
+    on_data = (vq.codebook - 20.0).abs().max(dim=1).values < 1e-4
+    assert on_data.sum() == 7 and not on_data[used]
+
+
+def test_dead_codes_restart_at_batch_rows_and_live_codes_stay():
+    """Restarting moves only the dead codes, onto rows of the batch (one way on every device)."""
+    from vqgen.models.quantizer import VectorQuantizer
+
+    torch.manual_seed(0)
+    vq = VectorQuantizer(codebook_size=8, dim=2, kmeans_init=False, dead_code_threshold=1.0).train()
+    vq.cluster_size.copy_(torch.tensor([5.0, 0.1, 5.0, 0.2, 5.0, 5.0, 5.0, 0.3]))
+    dead = vq.cluster_size < 1.0
+    before = vq.embed.clone()
+    flat = torch.randn(50, 2)
+    vq._restart_dead_codes(flat)
+    assert torch.equal(vq.embed[~dead], before[~dead])
+    for code in vq.embed[dead]:
+        assert (flat == code).all(1).any()                  # each restarted code is a row of the batch
+    assert (vq.cluster_size[dead] == 1.0).all()
+    assert torch.allclose(vq.embed_sum[dead], vq.embed[dead])   # threshold 1: sum = code x 1
+
+
+def test_usage_and_perplexity_count_over_calls_and_reset():
+    vq = VectorQuantizer(codebook_size=4, dim=1, kmeans_init=False, dead_code_threshold=0)
+    vq.eval()
+    vq.embed.data = torch.tensor([[0.0], [10.0], [20.0], [30.0]])
+    vq(torch.tensor([0.0, 10.0]).view(1, 1, 1, 2))
+    vq(torch.tensor([0.0, 10.0]).view(1, 1, 1, 2))
+    stats = vq.usage()
+    assert stats["usage"] == 0.5
+    assert stats["perplexity"] == pytest.approx(2.0)
+    assert vq.usage() == stats          # reading does not reset ...
+    vq.reset_usage()                    # ... an explicit reset does
+    assert vq.usage() == {"usage": 0.0, "perplexity": 0.0}
+
+
+def test_perplexity_of_uniform_use_equals_codebook_size():
+    vq = VectorQuantizer(codebook_size=4, dim=1, kmeans_init=False, dead_code_threshold=0)
+    vq.eval()
+    vq.embed.data = torch.tensor([[0.0], [10.0], [20.0], [30.0]])
+    vq(torch.tensor([0.0, 10.0, 20.0, 30.0]).view(1, 1, 1, 4))
+    assert vq.usage()["perplexity"] == pytest.approx(4.0)
+
 
 SETTINGS = {"vq": {}, "vq-rotation": {"rotation_trick": True}, "fsq": {"levels": [4, 3, 3]},
             "rvq": {"stage_codes": 8, "stages": 3}}
@@ -29,7 +162,7 @@ def test_registry_lists_each_quantizer():
 def test_every_quantizer_keeps_the_contract(case):
     torch.manual_seed(0)
     cfg = config(case)
-    q = build_quantizer(cfg.quantizer, cfg).train()
+    q = build_quantizer(cfg.quantizer, cfg.quantizer_config).train()
     z = (torch.randn(4, q.dim, 5, 6) * 2).requires_grad_(True)
     quantized, indices, loss = q(z)
     assert quantized.shape == z.shape and indices.shape == (4, 5, 6) and indices.dtype == torch.long
@@ -58,7 +191,7 @@ def test_quantizers_work_in_full_precision_under_mixed_precision(case):
     """Distances, rounding and codebook updates stay in fp32 when the model around them runs in bf16."""
     torch.manual_seed(0)
     cfg = config(case)
-    q = build_quantizer(cfg.quantizer, cfg).train()
+    q = build_quantizer(cfg.quantizer, cfg.quantizer_config).train()
     z = torch.randn(16, q.dim, 7, 7) * 3
     q(z)   # k-means and a first update, in fp32
     state = {k: v.clone() for k, v in q.state_dict().items()}
@@ -161,7 +294,7 @@ def test_vq_checkpoints_keep_their_weight_names():
     cfg = config("vq")
     names = set(models.get("vqvae").build(cfg).state_dict())
     assert {"quantizer.embed", "quantizer.embed_sum", "quantizer.cluster_size"} <= names
-    assert isinstance(build_quantizer("vq", cfg), VectorQuantizer)
+    assert isinstance(build_quantizer("vq", cfg.quantizer_config), VectorQuantizer)
 
 
 @pytest.mark.parametrize("values, message", [
@@ -181,19 +314,19 @@ def test_fsq_and_rvq_settings_decide_the_number_of_codes():
     cfg = models.get("vqvae").config({"quantizer": "fsq", "levels": [8, 5, 5, 5], "codebook_size": 64})
     assert (cfg.codebook_size, cfg.code_dim) == (1000, 4)
     cfg = models.get("vqvae").config({"quantizer": "rvq"})
-    assert (cfg.codebook_size, cfg.stage_codes, cfg.stages) == (1024, 32, 2)
+    assert (cfg.codebook_size, cfg.quantizer_config.stage_codes, cfg.quantizer_config.stages) == (1024, 32, 2)
 
 
 @pytest.mark.parametrize("flags, size", [(["--quantizer", "fsq"], 1000), (["--quantizer", "rvq"], 256),
                                          (["--rotation-trick"], 16)])
-def test_each_quantizer_trains_and_its_prior_samples(flags, size, mnist_idx, tiny_config, tmp_path):
+def test_each_quantizer_trains_and_its_prior_samples(flags, size, mnist_idx, tiny_config, tmp_path, invoke):
     tiny_config.write_text(tiny_config.read_text() + "stage_codes: 16\n")   # rvq: 16 codes per stage, 256 in all
     r = invoke("train", "--dataset", mnist_idx, "--config", tiny_config, *flags, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     run = r.stdout.strip().splitlines()[-1]
     cfg = json.loads(invoke("info", run, "--json", cwd=tmp_path).stdout)["config"]["model_config"]
     assert cfg["quantizer"] == (flags[1] if flags[0] == "--quantizer" else "vq")
-    assert cfg["rotation_trick"] == (flags == ["--rotation-trick"])
+    assert cfg.get("rotation_trick", False) == (flags == ["--rotation-trick"])   # fsq has no such setting
     (tmp_path / "prior.yaml").write_text("epochs: 1\nbatch_size: 32\ndim: 16\nlayers: 1\nheads: 2\n")
     r = invoke("train", "--model", "prior", "--config", tmp_path / "prior.yaml", cwd=tmp_path)
     assert r.exit_code == 0, r.output
@@ -204,7 +337,7 @@ def test_each_quantizer_trains_and_its_prior_samples(flags, size, mnist_idx, tin
     assert (tmp_path / "s.png").stat().st_size > 0
 
 
-def test_quantizer_flags_are_refused_where_they_do_not_apply(mnist_idx, tmp_path):
+def test_quantizer_flags_are_refused_where_they_do_not_apply(mnist_idx, tmp_path, invoke):
     r = invoke("train", "--dataset", mnist_idx, "--quantizer", "lfq", cwd=tmp_path)
     assert r.exit_code == 2 and "--quantizer must be one of vq, fsq, rvq, not 'lfq'" in r.stderr
     r = invoke("train", "--model", "vae", "--dataset", mnist_idx, "--quantizer", "fsq", cwd=tmp_path)

@@ -2,15 +2,12 @@
 
 from dataclasses import dataclass
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from conftest import labelled_grid, make_mnist_idx
-from test_cli import invoke
 from vqgen import models
 from vqgen.models.base import Autoencoder, reconstruction_picture
 from vqgen.settings import at_least, one_of, setting, validate
@@ -64,7 +61,7 @@ def toy():
     models.unregister("toy")
 
 
-def test_a_registered_model_works_through_the_cli(toy, tmp_path):
+def test_a_registered_model_works_through_the_cli(toy, tmp_path, invoke, make_mnist_idx, labelled_grid):
     data = make_mnist_idx(tmp_path / "mnist", n_train=160, n_test=40)
     r = invoke("train", "--model", "toy", "--dataset", data, cwd=tmp_path)
     assert r.exit_code == 0, r.output
@@ -91,7 +88,7 @@ def test_a_registered_model_works_through_the_cli(toy, tmp_path):
     assert r.exit_code == 2 and "holds a toy autoencoder, but this needs a VAE, prior or VQ-VAE run" in r.stderr
 
 
-def test_unknown_and_unregistered_models_are_refused(tmp_path):
+def test_unknown_and_unregistered_models_are_refused(tmp_path, invoke):
     r = invoke("train", "--model", "toy", cwd=tmp_path)
     assert r.exit_code == 2 and "--model 'toy' is not one of 'vqvae', 'vae', 'prior'" in r.stderr
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from dataclasses import dataclass
 
 import pytest
@@ -18,12 +17,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
-from typer.testing import CliRunner
-
 import vqgen
 from vqgen import data as D
-from vqgen import models, runs
-from vqgen.cli import app
+from vqgen import runs
 from vqgen.models.base import Autoencoder, ParameterGroup
 from vqgen.models.registry import ModelSpec, register, unregister
 from vqgen.settings import at_least, between, setting, validate
@@ -91,20 +87,6 @@ def duel():
     unregister("duel")
 
 
-runner = CliRunner()
-
-
-def cli(*args, cwd):
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        r = runner.invoke(app, [str(a) for a in args])
-    finally:
-        os.chdir(old)
-    assert "Traceback" not in r.output, r.output
-    return r
-
-
 def _batches(n=64, batch=16, seed=0):
     x = torch.rand(n, 1, 28, 28, generator=torch.Generator().manual_seed(1)).mul(255).to(torch.uint8)
     return D.Batches(x, None, batch, generator=torch.Generator().manual_seed(seed))
@@ -149,9 +131,10 @@ def test_a_group_loss_reaches_only_its_own_parameters():
     assert all(torch.equal(p.grad, g) for p, g in zip(disc, d_only))
 
 
-def test_a_two_group_model_trains_end_to_end_and_resumes_mid_epoch_bit_exact(duel, tmp_path, mnist_idx, monkeypatch):
+def test_a_two_group_model_trains_end_to_end_and_resumes_mid_epoch_bit_exact(duel, tmp_path, mnist_idx, monkeypatch,
+                                                                              invoke, interrupt_at):
     common = ["--model", duel, "--dataset", mnist_idx, "--epochs", 3, "--out", tmp_path / "runs"]
-    r = cli("train", *common, "--name", "straight", cwd=tmp_path)
+    r = invoke("train", *common, "--name", "straight", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     straight = tmp_path / "runs" / "straight"
     rows = runs.read_metrics(straight / "metrics.csv")
@@ -162,49 +145,29 @@ def test_a_two_group_model_trains_end_to_end_and_resumes_mid_epoch_bit_exact(due
     state = torch.load(straight / "resume.pt", weights_only=True)
     assert set(state["optimizers"]) == {"generator", "discriminator"} and "optimizer" not in state
 
-    real = D.Batches.iterate
-    seen = {"epochs": 0}
-
-    def iterate(self, start=0):   # Ctrl-C in epoch 2 just before its batch 7
-        if self.shuffle:
-            seen["epochs"] += 1
-        for i, batch in enumerate(real(self, start), start=start):
-            if self.shuffle and seen["epochs"] == 2 and i == 7:
-                raise KeyboardInterrupt
-            yield batch
-
     with monkeypatch.context() as m:
-        m.setattr(D.Batches, "iterate", iterate)
-        r = cli("train", *common, "--name", "cut", cwd=tmp_path)
+        interrupt_at(m, epoch=2, step=7)
+        r = invoke("train", *common, "--name", "cut", cwd=tmp_path)
     assert r.exit_code == 130, r.output
     cut = tmp_path / "runs" / "cut"
     saved = torch.load(cut / "interrupted.pt", weights_only=True)
     assert saved["step"] == 7 and set(saved["optimizers"]) == {"generator", "discriminator"}
-    r = cli("train", "--resume", cut, cwd=tmp_path)
+    r = invoke("train", "--resume", cut, cwd=tmp_path)
     assert r.exit_code == 0, r.output
     a, b = load_file(str(straight / "model.safetensors")), load_file(str(cut / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)   # as if it had never stopped
 
 
-def test_a_one_group_run_keeps_the_resume_format_of_0_3(tmp_path, mnist_idx):
-    from conftest import TINY_VQVAE
-
-    (tmp_path / "tiny.yaml").write_text(TINY_VQVAE)
-    result = vqgen.train(dataset=str(mnist_idx), config=tmp_path / "tiny.yaml", out=tmp_path / "runs")
+def test_a_one_group_run_keeps_the_resume_format_of_0_3(tmp_path, mnist_idx, tiny_config):
+    result = vqgen.train(dataset=str(mnist_idx), config=tiny_config, out=tmp_path / "runs")
     state = torch.load(result.run_dir / "resume.pt", weights_only=True)
     assert "optimizer" in state and "optimizers" not in state and "state" in state["optimizer"]
 
 
-def test_groups_that_share_or_leave_out_parameters_are_refused(duel, tmp_path, mnist_idx, monkeypatch):
+def test_groups_that_share_or_leave_out_parameters_are_refused(duel, tmp_path, mnist_idx, monkeypatch, invoke):
     monkeypatch.setattr(Duel, "parameter_groups", lambda self: [ParameterGroup("generator", list(self.enc.parameters()))])
-    r = cli("train", "--model", duel, "--dataset", mnist_idx, "--epochs", 1, "--out", tmp_path / "runs", cwd=tmp_path)
+    r = invoke("train", "--model", duel, "--dataset", mnist_idx, "--epochs", 1, "--out", tmp_path / "runs", cwd=tmp_path)
     assert r.exit_code == 1 and "leave 6 parameters out" in r.output, r.output
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _duel_worker(rank: int, world: int, port: int, dataset: str, out: str, cache: str):
@@ -220,17 +183,33 @@ def _duel_worker(rank: int, world: int, port: int, dataset: str, out: str, cache
     torch.save({"run_dir": str(result.run_dir)}, f"{out}/rank{rank}.pt")
 
 
-def test_two_gloo_processes_train_a_two_group_model_and_agree(duel, tmp_path, mnist_idx):
+def test_two_gloo_processes_train_a_two_group_model_and_agree(duel, tmp_path, mnist_idx, invoke, free_port):
     out = tmp_path / "runs"
     out.mkdir()
     # The trainer compares every rank's weights and buffers after each epoch and fails on a difference.
-    mp.spawn(_duel_worker, args=(2, _free_port(), str(mnist_idx), str(out), str(tmp_path / "cache")), nprocs=2,
+    mp.spawn(_duel_worker, args=(2, free_port(), str(mnist_idx), str(out), str(tmp_path / "cache")), nprocs=2,
              join=True)
     assert torch.load(out / "rank0.pt", weights_only=True)["run_dir"] == str(out / "two")
     assert (out / "rank1.pt").is_file()   # rank 1 finished too, its weights equal to rank 0's after each epoch
     rows = runs.read_metrics(out / "two" / "metrics.csv")
     assert [row["epoch"] for row in rows] == [1, 2]
-    info = json.loads(cli("info", out / "two", "--json", cwd=tmp_path).stdout)
+    info = json.loads(invoke("info", out / "two", "--json", cwd=tmp_path).stdout)
     assert info["epochs_done"] == 2
     state = torch.load(out / "two" / "resume.pt", weights_only=True)
     assert set(state["optimizers"]) == {"generator", "discriminator"}
+
+
+def test_training_sets_cudnn_benchmark_for_its_own_call_only():
+    from vqgen.training import cudnn_benchmark
+
+    torch.backends.cudnn.benchmark = False
+    with cudnn_benchmark(True):
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is False
+    with cudnn_benchmark(False):
+        assert torch.backends.cudnn.benchmark is False
+    torch.backends.cudnn.benchmark = True   # a user's own choice is kept
+    with cudnn_benchmark(False):
+        assert torch.backends.cudnn.benchmark is True
+    assert torch.backends.cudnn.benchmark is True
+    torch.backends.cudnn.benchmark = False

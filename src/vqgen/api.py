@@ -477,6 +477,12 @@ class Model:
         names = {"temperature", "top_k", "guidance", "sampler"}
         return tuple(o for o in self._sampling()[1].spec.sample_options if o in names)
 
+    @property
+    def sample_defaults(self) -> dict:
+        """Where the options of `sample_options` start: the sampler's own defaults (the demo's sliders)."""
+        spec = self._sampling()[1].spec
+        return {k: v for k, v in {**spec.sample_defaults, **spec.sample_starts}.items() if k in self.sample_options}
+
     def metrics(self) -> list[dict]:
         """The run's held-out figures, one dict per finished epoch (empty for a bare weights file)."""
         from vqgen import runs

@@ -307,11 +307,11 @@ def sample(
     class_name: Optional[str] = typer.Option(None, "--class", help="Only this class, by name."),
     sampler: Optional[str] = typer.Option(None, "--sampler", show_default="prior",
                                           help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="1.0 for a VAE, 0.7 for a prior",
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="the model's own",
                                                 help="Below 1: safer samples; above 1: more varied."),
     top_k: Optional[int] = typer.Option(None, "--top-k", show_default="0: all",
                                         help="VQ-VAE prior: draw only from the k likeliest codes."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="1.5",
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
                                              help="VQ-VAE prior: how strongly samples follow their class (1: none)."),
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/samples_ARGS.png", help="PNG grid to write."),
@@ -398,6 +398,9 @@ def info(
     t.add_row("vqgen", summary["vqgen_version"])
     for k, v in summary["config"]["model_config"].items():
         t.add_row(k, str(v))
+    if "codes" in summary:
+        codes = summary["codes"]
+        t.add_row("codes", f"{codes['codebook_size']:,} per position, on a {codes['grid']}x{codes['grid']} grid")
     if summary["config"].get("parent"):
         t.add_row("trained on the codes of", summary["config"]["parent"].get("run", ""))
     for k, v in summary["metrics"].items():

@@ -313,6 +313,8 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
                "dataset": ckpt.config.train.dataset, "dataset_source": ckpt.info.get("dataset_source"),
                "epochs_done": ckpt.info.get("epoch"), "epochs": ckpt.config.train.epochs,
                "metrics": ckpt.info.get("metrics", {}), "config": ckpt.config.to_dict()}
+    if ckpt.spec.can("codes"):   # sizes that follow from the quantiser's settings (fsq: its levels)
+        summary["codes"] = {"codebook_size": ckpt.model.codebook_size, "grid": ckpt.model.latent_grid}
     return Report(ckpt.path, data=summary)
 
 

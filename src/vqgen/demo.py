@@ -204,10 +204,11 @@ class Page:
         m = self.model(run)
         out = {"reconstruct": m.spec.can("reconstruct"), "codes": m.spec.can("codes"),
                "interpolate": m.spec.can("interpolate"), "sample": False, "classes": m.class_names or [],
-               "sample_classes": [], "sample_options": (), "why_not_sample": ""}
+               "sample_classes": [], "sample_options": (), "sample_defaults": {}, "why_not_sample": ""}
         try:
             options = m.sample_options
-            out.update(sample=True, sample_options=options, sample_classes=m.sample_classes or [])
+            out.update(sample=True, sample_options=options, sample_classes=m.sample_classes or [],
+                       sample_defaults=m.sample_defaults)
         except VQGenError as e:
             out["why_not_sample"] = str(e)
         return out
@@ -477,8 +478,9 @@ def _sample_tab(gr, ui: SimpleNamespace) -> None:
             ui.sampler = gr.Radio(["prior", "mix"], value="prior", label="sampler: N(0, I) or mixes of training "
                                   "latents", visible=False)
         with gr.Row():
-            ui.temperature = gr.Slider(0.05, 2.0, value=0.7, step=0.05, label="temperature")
-            ui.guidance = gr.Slider(1.0, 4.0, value=1.5, step=0.1, label="guidance (with a class)")
+            # Where each slider starts is the chosen run's sampler's own default (set when a run is chosen).
+            ui.temperature = gr.Slider(0.05, 2.0, value=1.0, step=0.05, label="temperature")
+            ui.guidance = gr.Slider(1.0, 4.0, value=1.0, step=0.1, label="guidance (with a class)")
             ui.top_k = gr.Number(0, label="top-k (0: all codes)", precision=0, minimum=0)
             ui.seed = gr.Number(0, label="seed (-1: new each time)", precision=0, minimum=-1)
         ui.draw_samples = gr.Button("Sample", variant="primary", elem_id="sample-go")
@@ -505,9 +507,8 @@ def _wire(gr, page: Page, blocks, ui: SimpleNamespace) -> None:
             text = page.describe(path)
             page.warm(path)
         except Exception as e:   # noqa: BLE001
-            return (Page.message(e), *[gr.update()] * 8)
-        classes = can["classes"]
-        options = can["sample_options"]
+            return (Page.message(e), *[gr.update()] * 9)
+        classes, options, starts = can["classes"], can["sample_options"], can["sample_defaults"]
         note = "" if can["sample"] else f"Sampling: {can['why_not_sample']}"
         return (text,
                 gr.update(choices=classes + ["#0", "#1", "#2"], value=classes[4 % len(classes)] if classes
@@ -516,12 +517,15 @@ def _wire(gr, page: Page, blocks, ui: SimpleNamespace) -> None:
                           else "#1"),
                 gr.update(choices=[""] + can["sample_classes"], value=""),
                 gr.update(visible="sampler" in options),
-                gr.update(visible="guidance" in options),
+                gr.update(**({"value": starts["temperature"]} if "temperature" in starts else {})),
+                gr.update(visible="guidance" in options,
+                          **({"value": starts["guidance"]} if "guidance" in starts else {})),
                 gr.update(visible="top_k" in options),
                 gr.update(visible=can["codes"]),
                 note)
 
-    chosen = [ui.about, ui.a, ui.b, ui.klass, ui.sampler, ui.guidance, ui.top_k, ui.codes, ui.sample_note]
+    chosen = [ui.about, ui.a, ui.b, ui.klass, ui.sampler, ui.temperature, ui.guidance, ui.top_k, ui.codes,
+              ui.sample_note]
     ui.run.change(choose, ui.run, chosen)
     blocks.load(choose, ui.run, chosen)
     ui.refresh.click(lambda cur: gr.update(choices=page.run_choices(), value=cur), ui.run, ui.run)

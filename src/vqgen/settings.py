@@ -325,7 +325,3 @@ def init_grouped(obj, values: dict) -> None:
         object.__setattr__(obj, f.name, value)
     obj.__post_init__()
 
-
-def docs(cls) -> dict[str, str]:
-    """Each setting's doc line, for help texts and documentation."""
-    return {f.name: f.metadata.get("doc", "") for f in dataclasses.fields(cls)}

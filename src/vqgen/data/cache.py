@@ -48,14 +48,6 @@ class ImageData:
     def channels(self) -> int:
         return self.train_images.shape[1]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names) if self.class_names else 0
-
-    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if name == "train":
-            return self.train_images, self.train_labels
-        return self.test_images, self.test_labels
 
 
 def cache_dir() -> Path:

@@ -109,6 +109,9 @@ class ModelSpec:
     trains_on: str = "images"                   # "images", or "codes" of a parent model with "codes"
     sample_options: tuple[str, ...] = ()        # keyword options of its `sample`
     sample_defaults: dict = field(default_factory=dict)
+    # Where a person's controls for those options start (the demo's sliders), where it differs from
+    # `sample_defaults`: a default of None lets the model choose (the prior's guidance where it can guide).
+    sample_starts: dict = field(default_factory=dict)
     keeps_latents: bool = False                 # store the training latents when a run ends (for sampling)
     gpu_defaults: dict = field(default_factory=dict)   # training settings on a GPU: bigger batches keep it busy
     description: str = ""                       # one line for --help

@@ -135,7 +135,7 @@ class VQVAE(CodeModel):
     # ------------------------------------------------------------------ training
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        # A linear output with MSE: a sigmoid output can saturate at black and stall.
+        # A linear output (under either loss): a sigmoid output can saturate at black and stall.
         zq, _, vq_loss = self.quantizer(self.encode(x))
         out = self.decoder(zq)
         recon = F.l1_loss(out, x) if self.cfg.loss == "l1" else F.mse_loss(out, x)

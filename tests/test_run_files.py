@@ -1,15 +1,21 @@
-"""Run directories and checkpoint files."""
+"""Run directories and the files in them: weights with their metadata, damaged or edited files refused by name,
+resume state, metrics, the newest run of a kind."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors import safe_open
 
 from vqgen import __version__, models, runs
 from vqgen.config import RunConfig, TrainConfig
-from vqgen.errors import RunError, UsageError
-from vqgen.models import VQVAE, VAE, VAEConfig, VQVAEConfig
+from vqgen.errors import RunError, UsageError, VQGenError
+from vqgen.models import VAE, VQVAE, VAEConfig, VQVAEConfig
 
 
 def tiny_vqvae():
@@ -58,6 +64,14 @@ def test_truncated_and_corrupt_files_are_refused(tmp_path):
         runs.load_checkpoint(path)
 
 
+def test_corrupt_checkpoint_is_a_runtime_error(trained, tmp_path, invoke):
+    _, _, run = trained
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes((run / "model.safetensors").read_bytes()[:100])
+    r = invoke("info", bad)
+    assert r.exit_code == 1 and "corrupt or truncated weights file" in r.stderr
+
+
 @pytest.mark.parametrize("version,message", [
     ("0.0.1", "weights written by vqgen 0.0.1 do not load in vqgen"),
     (__version__, "weights do not load (Error(s) in loading state_dict"),
@@ -99,6 +113,51 @@ def test_run_directory_without_weights_says_so(tmp_path):
         runs.load_checkpoint(tmp_path / "nope")
 
 
+def test_run_without_checkpoint(tmp_path, invoke):
+    (tmp_path / "empty-run").mkdir()
+    r = invoke("interpolate", "4", "9", "--run", tmp_path / "empty-run")
+    assert r.exit_code == 2 and "no model.safetensors in this run directory" in r.stderr
+
+
+def edit_metadata(path: Path, **changes) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    save_file(load_file(str(path)), str(path), metadata={**meta, **changes})
+
+
+@pytest.mark.parametrize("changes,message", [
+    ({"vqgen_model": "gan"}, "its metadata names an unknown model 'gan'"),
+    ({"vqgen_model": "vae"}, "damaged metadata: it says 'vae' but its config says 'vqvae'"),
+    ({"config": "{not json"}, "damaged metadata (JSONDecodeError"),
+    ({"info": "[1, 2]"}, "damaged metadata"),
+])
+def test_edited_weights_metadata(home, tmp_path, changes, message, invoke, one_clean_line):
+    bad = tmp_path / "run"
+    shutil.copytree(home / "runs" / "vqvae-mnist", bad)
+    edit_metadata(bad / "model.safetensors", **changes)
+    for cmd in (["info", bad], ["interpolate", "4", "9", "--run", bad], ["train", "--resume", bad, "--epochs", 3]):
+        one_clean_line(invoke(*cmd, cwd=home), 1, message)
+
+
+def test_damaged_files_beside_the_weights(home, tmp_path, invoke, one_clean_line):
+    vae = tmp_path / "vae"
+    shutil.copytree(home / "runs" / "vae-mnist", vae)
+    (vae / "latents.safetensors").write_bytes(os.urandom(300))
+    one_clean_line(invoke("sample", "--run", vae, "--sampler", "mix", "--out", tmp_path / "s.png"), 1,
+                   "latents.safetensors: damaged")
+    (vae / "metrics.csv").write_bytes(os.urandom(2000))
+    one_clean_line(invoke("eval", "--run", vae), 1, "metrics.csv: damaged metrics file")
+    (vae / "metrics.csv").write_text("epoch,test_mse\nabc,def\n")
+    one_clean_line(invoke("eval", "--run", vae), 1, "damaged metrics file (a row without an epoch number)")
+    vq = tmp_path / "vq"
+    shutil.copytree(home / "runs" / "vqvae-mnist", vq)
+    (vq / "resume.pt").write_bytes(b"PK\x03\x04" + os.urandom(500))
+    one_clean_line(invoke("train", "--resume", vq, "--epochs", 3), 1, "resume.pt: unreadable resume state")
+
+
 def test_resume_state_loads_with_weights_only(tmp_path):
     cfg, model = tiny_vqvae()
     opt = torch.optim.Adam(model.parameters())
@@ -130,3 +189,19 @@ def test_metrics_round_trip(tmp_path):
     back = runs.read_metrics(tmp_path / "m.csv")
     assert back[1]["epoch"] == 2 and back[1]["test_mse"] == pytest.approx(0.005)
     assert back[1]["extra"] == pytest.approx(3.5)
+
+
+@given(blob=st.binary(max_size=600))
+def test_any_file_in_a_run_is_read_or_refused(tmp_path, blob):
+    run = tmp_path / f"run{os.urandom(4).hex()}"
+    run.mkdir()
+    for name, read in ((runs.WEIGHTS, lambda: runs.load_checkpoint(run)),
+                       (runs.METRICS, lambda: runs.read_metrics(run / runs.METRICS)),
+                       (runs.LATENTS, lambda: runs.load_latents(run)),
+                       (runs.RESUME, lambda: runs.load_resume(run, 1)),
+                       (runs.CONFIG, lambda: runs.read_run_config(run))):
+        (run / name).write_bytes(blob)
+        try:
+            read()
+        except VQGenError:
+            pass
