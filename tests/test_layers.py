@@ -14,11 +14,12 @@ LAYERS = {
     "models": 1,
     "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
     "generate": 2,   # inference over tensors: models only, so no data loading and no run folders
-    "training": 3,
+    "planning": 3, "training": 3,
     "api": 4, "commands": 4,
     "demo": 5, "__init__": 5, "cli": 6, "__main__": 7,
 }
-SIDEWAYS = {("runs", "config"), ("commands", "api")}   # the run format holds a config; commands use the API
+# the run format holds a config; commands use the API; training carries out a plan
+SIDEWAYS = {("runs", "config"), ("commands", "api"), ("training", "planning")}
 
 
 def imports_of(path: Path) -> set[str]:
