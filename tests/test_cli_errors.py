@@ -13,7 +13,10 @@ import pytest
     (["interpolate", "4", "9"], 2, "no trained VQ-VAE or VAE run under runs/"),
     (["info", "nowhere"], 2, "nowhere: no such run directory"),
 ])
-def test_bad_usage_gets_one_line_and_exit_2(tmp_path, args, code, message, mnist_idx, invoke):
+def test_bad_usage_gets_one_line_and_exit_2(tmp_path, args, code, message, mnist_idx, invoke, monkeypatch):
+    from vqgen import runs
+
+    monkeypatch.setattr(runs, "READY_DIR", tmp_path / "none-shipped")   # no ready-trained runs to fall back on
     if args[:2] == ["train", "--epochs"] or args[:2] == ["train", "--device"]:
         args = args + ["--dataset", str(mnist_idx)]
     r = invoke(*args, cwd=tmp_path)

@@ -19,7 +19,8 @@ from vqgen.errors import UsageError, VQGenError
 
 
 def test_short_names_and_hub_ids_resolve():
-    assert D.resolve_dataset("mnist").source == "ylecun/mnist"
+    assert (D.resolve_dataset("mnist").kind, D.resolve_dataset("mnist").source) == ("packaged", "vqgen:mnist")
+    assert (D.resolve_dataset("ylecun/mnist").kind, D.resolve_dataset("ylecun/mnist").known) == ("hub", "mnist")
     assert D.resolve_dataset("anime-faces").source == "DrishtiSharma/Anime-Face-Dataset"
     src = D.resolve_dataset("someone/some-data")
     assert (src.kind, src.source) == ("hub", "someone/some-data")
@@ -58,7 +59,7 @@ def test_a_local_copy_of_a_known_dataset_is_named_after_it(tmp_path, make_mnist_
 def test_offline_hub_download_says_how_to_use_a_local_copy(tmp_path, monkeypatch, invoke):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    r = invoke("train", "--dataset", "mnist", "--out", tmp_path / "runs")
+    r = invoke("train", "--dataset", "ylecun/mnist", "--out", tmp_path / "runs")
     assert r.exit_code == 1
     assert "could not download ylecun/mnist from the Hugging Face Hub" in r.stderr
     assert "point --dataset at a local copy" in r.stderr

@@ -127,7 +127,7 @@ class SignQuantizer(Quantizer):
 
     @property
     def codebook(self):
-        return self._codes(torch.arange(self.codebook_size))
+        return self._codes(torch.arange(self.codebook_size, device=self.basis.device))
 
     def _codes(self, indices):
         return (torch.div(indices.unsqueeze(-1), self.basis, rounding_mode="floor") % 2).float() * 2 - 1

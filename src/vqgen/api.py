@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 from vqgen.config import check_train_flags
 from vqgen.errors import UsageError
 from vqgen.files import check_output_dir
-from vqgen.settings import at_least, check_arg, positive
+from vqgen.settings import at_least, check_arg, one_of, positive
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,12 @@ Log = Callable[[str], None]
 MAX_STEPS = 1000          # frames of a morph
 MAX_SAMPLES = 10_000      # images per sample call
 MAX_MAP = 100_000         # held-out images placed on a latent map
+MAX_SCORE = 50_000        # images scored per figure: the 50,000 of the FID literature
+# Images scored by default. FID is biased upwards at small n (KID is not), so FIDs compare only at the same n,
+# and each score reports beside it the same figure for two sets of real images of that size (how low it can
+# go). 1,000 keeps a CPU's Inception pass to minutes and fits in every held-out split vqgen knows (MNIST's
+# 10,000; anime faces' 5%, about 3,200), which then also holds the second set of the floor.
+SCORE_N = 1_000
 
 
 def _quiet(_: str) -> None:
@@ -63,6 +69,16 @@ def check_steps(steps: int) -> int:
 
 def check_map_size(n: int) -> int:
     return check_arg("n", n, at_least(10, MAX_MAP))
+
+
+def check_scoring(n: int, seed: int = 0, device: str | None = None) -> None:
+    from vqgen.config import DEVICES
+    from vqgen.settings import one_of
+
+    check_arg("n", n, at_least(10, MAX_SCORE))
+    check_arg("seed", seed, at_least(0, 2**31 - 1))
+    if device is not None:
+        check_arg("device", device, one_of(*DEVICES))
 
 
 def check_sampling(n: int, temperature: float | None, top_k: int | None, guidance: float | None,
@@ -145,13 +161,25 @@ def _train_in_processes(devices: int, plan: dict, quiet: bool = False) -> "Train
     with tempfile.TemporaryDirectory() as tmp:
         plan_file, result_file = Path(tmp) / "plan.json", Path(tmp) / "result.json"
         plan = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in plan.items()}
-        plan_file.write_text(json.dumps({"train": plan, "quiet": quiet, "result": str(result_file)}))
+        plan_file.write_text(json.dumps({"train": plan, "quiet": quiet, "result": str(result_file)}, default=_plain))
         code = distributed.launch(devices, plan_file)
         done = json.loads(result_file.read_text()) if result_file.is_file() else None
     if code not in (0, 130) or done is None:
         raise RunError(f"training in {devices} processes failed (exit code {code}); its messages are above")
     return TrainResult(Path(done["run_dir"]), done["metrics"], interrupted=done["interrupted"] or code == 130,
                        summary=done["summary"])
+
+
+def _plain(value):
+    """A setting as the plan file can hold it: a settings dataclass as its fields, a NumPy number as a number."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "item") and callable(value.item):   # a NumPy or PyTorch scalar
+        return value.item()
+    raise UsageError(f"a setting of type {type(value).__name__} cannot be passed to the processes `devices` "
+                     "starts; give it as a number, text, list or mapping")
 
 
 def train_planned(plan_file: PathLike) -> "TrainResult":
@@ -176,24 +204,31 @@ def train_planned(plan_file: PathLike) -> "TrainResult":
 # --------------------------------------------------------------------------- load
 
 
-def load(path: PathLike, *, device: str = "cpu") -> "Model":
-    """A trained model from a run directory, a `model.safetensors` file, or the result of `vqgen.train`."""
+def load(path: PathLike | None = None, *, device: str = "cpu", log: Log = _quiet) -> "Model":
+    """A trained model from a run directory, a `model.safetensors` file, the result of `vqgen.train`, or
+    `"ready:vqvae-mnist"` (a ready-trained model shipped with vqgen). None: the newest run under ./runs,
+    else the ready-trained VQ-VAE, as the commands choose (`log` says which)."""
     from vqgen import runs
 
+    if path is None:
+        return Model(open_run(None, None, log, device))
     return Model(runs.load_checkpoint(Path(os.fspath(path)), device))
 
 
 def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, device: str = "cpu",
              runs_dir: PathLike = "runs") -> "Checkpoint":
-    """`run`, or the newest run under ./runs whose model can do `operation` (saying which)."""
+    """`run`, or the newest run under ./runs whose model can do `operation`, else the ready-trained one shipped
+    with vqgen (saying which)."""
     from vqgen import models, runs
 
     accept = models.with_operation(operation) if operation else [models.get(n) for n in models.names()]
+    if operation == "score":   # not an operation: what the model declares `vqgen score` measures
+        accept = [models.get(n) for n in models.names() if models.get(n).scored]
     if operation == "sample":   # models with codes sample through a model trained on them
         accept += [s for s in models.with_operation("codes") if s not in accept]
     if run is None:
-        run = runs.find_latest_run(accept, Path(runs_dir))
-        log(f"Using run {run}")
+        run = runs.find_latest_run(accept, Path(runs_dir), ready=True)
+        log(runs.using(run))
     return runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
 
 
@@ -208,7 +243,7 @@ def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "
         parent = runs.load_parent(ckpt.config, device) if ckpt.spec.trains_on == "codes" else None
         return ckpt, _sampler(ckpt, parent)
     child_dir = runs.find_child_run(ckpt, specs)
-    log(f"Using {runs.describe_kinds(specs)} {child_dir}")
+    log(f"Using {runs.describe_kinds(specs)} {runs.run_label(child_dir)}")
     child = runs.load_checkpoint(child_dir, device, accept=specs)
     runs.check_parent(child.config, ckpt)
     return child, _sampler(child, ckpt)
@@ -309,9 +344,11 @@ class Model:
         return self
 
     def __repr__(self) -> str:
+        from vqgen import runs
+
         ops = ", ".join(sorted(self.spec.operations)) or "none"
-        return (f"<vqgen.Model {self.spec.display_name} from {self.checkpoint.path}, {self.checkpoint.epoch} "
-                f"epochs on {self.config.train.dataset}; can: {ops}>")
+        return (f"<vqgen.Model {self.spec.display_name} from {runs.run_label(self.checkpoint.path)}, "
+                f"{self.checkpoint.epoch} epochs on {self.config.train.dataset}; can: {ops}>")
 
     def _require(self, operation: str) -> None:
         if not self.spec.can(operation):
@@ -494,6 +531,317 @@ class Model:
     def sampler_run(self) -> Path:
         """The run that draws this model's samples (itself, or the prior of a VQ-VAE)."""
         return self._sampling()[0].run_dir
+
+    # ------------------------------------------------------------------ scores
+
+    def score(self, n: int = SCORE_N, *, again: bool = False, device: str | None = None, seed: int = 0,
+              sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+              guidance: float | None = None, network: str | None = None, log: Log = _quiet,
+              progress=None) -> dict:
+        """Score the run as its model declares (`spec.scored`) and keep the figures in its scores.json.
+
+        Reconstructions of n real images: PSNR, SSIM and rFID. n samples: gFID and KID and, for a sampler
+        of digits by class, the share the digit reader reads as the digit asked, overall and per class.
+        Against n real images of the held-out split (of the training split where the held-out one has
+        fewer). Beside each figure, `real`: the same figure for two sets of real images of that size (FID,
+        KID: how low it can go) or for the real images themselves (the share read as their label).
+        FID and KID use the Inception network (the `score` extra); on 28x28 digits the digit reader gives
+        a second FID and the share read as asked. Settings scored before (n, split, seed, the run's epoch,
+        the sampler's options) are read back from scores.json, not computed again, unless `again`.
+        The samples of a VQ-VAE are drawn, and kept, by the prior trained on its codes.
+
+        `network`: "inception" or "digits" alone (default: each that fits the data).
+        `sampler`, `temperature`, `top_k`, `guidance`: the samples' options, as `sample` takes them (the
+        sampler's own defaults otherwise); each set of options is scored and kept on its own.
+        Returns {"run", "n", "split", "scores": [entries as scores.json keeps them], "notes": [lines]}.
+        `seed`: of the samples and of KID's subsets. `device`: where to score ("auto": a GPU if there is
+        one); the model stays there. `progress`: a `vqgen.progress.TrainProgress` (default: bars with
+        images/s on a terminal).
+        """
+        import torch
+
+        from vqgen import runs
+        from vqgen.planning import resolve_device
+        from vqgen.progress import TrainProgress
+
+        check_scoring(n, seed, device)
+        if network is not None:
+            check_arg("network", network, one_of("inception", "digits"))
+        if not self.spec.scored:
+            raise UsageError(f"a {self.spec.display_name} declares nothing to score (its ModelSpec's `scores`)")
+        progress = progress or TrainProgress()
+        notes: list[str] = []
+
+        def note(line: str) -> None:
+            notes.append(line)
+            log(line)
+
+        self.to(resolve_device(device or "auto"))
+        given = {k: v for k, v in {"sampler": sampler, "temperature": temperature, "top_k": top_k,
+                                   "guidance": guidance}.items() if v is not None}
+        if given:   # options of the samples, as `sample` takes them
+            from vqgen import generate
+
+            check_sampling(1, temperature, top_k, guidance, seed)
+            generate.check_sample_options(self.spec, given)
+        images_of = self._image_model(log)
+        held = images_of.data(log)
+        split, real, labels, n = _reference(held, n, note)
+        from vqgen import score as S
+
+        why_not = S.reader_fits(held.image_size, held.channels, held.class_names)
+        networks = ["inception"] + (["digits"] if why_not is None else [])
+        if network is not None:   # one network only (PSNR and SSIM of reconstructions are always computed)
+            if network == "digits" and why_not is not None:
+                raise UsageError(f"`network` digits: {why_not}")
+            networks = [network]
+        jobs = []
+        for what in self.spec.scored:
+            if what == "reconstructions":
+                jobs.append(_ScoreJob(what, self.checkpoint, {}, lambda: self._reconstructions(real[:n], progress)))
+                continue
+            try:
+                drawer, source = self._sampling(log)
+            except UsageError as e:
+                note(f"Samples not scored: {e}")
+                continue
+            options = {**{k: v for k, v in source.spec.sample_defaults.items() if k != "labels"}, **given}
+            asked = (torch.arange(n) % source.model.num_classes) if source.model.conditional else None
+            jobs.append(_ScoreJob(what, drawer, options, lambda: self._samples(n, seed, progress, given), asked,
+                                  source.class_names if asked is not None else None))
+        settings = {"n": n, "split": split, "seed": seed}
+        # Each kind's entries per network: kept in its record for these settings, or to compute (None).
+        entries = {}
+        for job in jobs:
+            kept = runs.read_scores(job.run.run_dir)
+            for network in (["pixels"] if job.what == "reconstructions" else []) + networks:
+                want = {"what": job.what, "network": network, **settings, "epoch": job.run.epoch,
+                        "options": job.options}
+                stored = None if again else next((e for e in reversed(kept) if _same_settings(e, want)), None)
+                entries[job.what, network] = (job, want, stored and {**stored, "stored": True})
+        if any(network == "inception" and stored is None for (_, network), (_, _, stored) in entries.items()):
+            try:   # with no images: loads the network, or says which extra it needs, before anything is computed
+                S.inception_features(real[:0], device=self.device)
+            except UsageError as e:
+                if why_not is not None:
+                    raise
+                note(f"No Inception figures (FID, KID): {e}")
+                entries = {k: v for k, v in entries.items() if k[1] != "inception" or v[2] is not None}
+        references = _References(held, split, real, n, self.device, progress)
+        found = []
+        for (what, network), (job, want, stored) in entries.items():
+            if stored is None:
+                if job.made is None:
+                    for line in job.images()[2]:
+                        note(line)
+                entry = _score_one(job, network, references, labels[:n] if labels is not None else None,
+                                   seed, progress)
+                stored = {**want, **entry, "network_description": S.NETWORKS.get(network, "none: pixels compared"),
+                          "dataset": self.config.train.dataset, "run": runs.run_label(job.run.run_dir),
+                          "vqgen_version": _version(), "when": _now()}
+                kept = [e for e in runs.read_scores(job.run.run_dir) if not _same_settings(e, want)]
+                runs.write_scores(job.run.run_dir, kept + [stored])
+                stored = {**stored, "stored": False}
+            found.append(stored)
+        if why_not is not None:
+            note(f"No digit reader figures: {why_not}")
+        return {"run": runs.run_label(self.run_dir), "n": n, "split": split, "scores": found, "notes": notes}
+
+    def scores(self) -> list[dict]:
+        """The newest scores kept in the run's scores.json, one entry per kind and network (see `score`)."""
+        from vqgen import runs
+
+        return newest_scores(runs.read_scores(self.run_dir))
+
+    def _image_model(self, log: Log = _quiet) -> "Model":
+        """The model whose dataset this one's images are scored against: itself, or its parent run for a
+        model trained on another's codes."""
+        if self.spec.trains_on == "images":
+            return self
+        from vqgen import runs
+
+        return Model(runs.load_parent(self.config, self.device))
+
+    def _reconstructions(self, x: "torch.Tensor", progress) -> tuple["torch.Tensor", dict, list[str]]:
+        """Reconstructions of x as uint8 images, and their PSNR and SSIM against x (as images: in [0, 1])."""
+        import torch
+
+        from vqgen import data
+        from vqgen.metrics import psnr
+
+        self._require("reconstruct")
+        ssim = _ssim_function()
+        sums = {"se": 0.0, "ssim": 0.0}
+
+        def one(batch):
+            r = self.module.reconstruct(batch).clamp(0, 1)
+            sums["se"] += float(((r - batch) ** 2).sum())
+            if ssim is not None:
+                sums["ssim"] += float(ssim(r.float(), batch.float(), data_range=1.0)) * len(batch)
+            return r.mul(255).round().to(torch.uint8)
+
+        self.module.eval()
+        out = data.map_batches(one, x, batch_size=250, device=self.device, progress=progress.counter("reconstructing"))
+        figures = {"psnr": psnr(sums["se"] / x[0].numel() / len(x))}
+        if ssim is not None:
+            figures["ssim"] = sums["ssim"] / len(x)
+        return out, figures, ([] if ssim is not None else [_SSIM_MISSING])
+
+    def _samples(self, n: int, seed: int, progress, options: dict) -> tuple["torch.Tensor", dict, list[str]]:
+        """n samples as uint8 images, drawn in chunks (each class in turn, for a sampler by class)."""
+        import torch
+
+        _, source = self._sampling()
+        classes = source.model.num_classes if source.model.conditional else 1
+        chunk = max(1, (1000 if self.device.type == "cuda" else 250) // classes) * classes   # a bar that moves
+        bar = progress.counter("sampling")
+        out = []
+        for i, start in enumerate(range(0, n, chunk)):
+            size = min(chunk, n - start)
+            out.append(self.sample(size, seed=seed + i, **options).clamp(0, 1).mul(255).round().to(torch.uint8))
+            if bar is not None:
+                bar(start + size, n)
+        return torch.cat(out), {}, []
+
+
+# --------------------------------------------------------------------------- scores
+
+
+_SSIM_MISSING = 'No SSIM: it comes from torchmetrics, in the score extra: pip install "vqgen[score]"'
+
+
+def _ssim_function():
+    """torchmetrics' SSIM (11x11 Gaussian window), or None where the score extra is not installed."""
+    try:
+        from torchmetrics.functional.image import structural_similarity_index_measure
+    except ImportError:
+        return None
+    return structural_similarity_index_measure
+
+
+def _version() -> str:
+    from vqgen import __version__
+
+    return __version__
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _reference(held: "ImageData", n: int, note: Log):
+    """The real images scores are measured against: (split, images, labels, n). The held-out split, the
+    training split where the held-out one has fewer than n images, and n lowered where neither has n."""
+    splits = [("test", held.test_images, held.test_labels), ("train", held.train_images, held.train_labels)]
+    for name, images, labels in splits:
+        if len(images) >= n:
+            if name == "train":
+                note(f"The held-out split has {len(held.test_images):,} images, fewer than {n:,}: "
+                     "scored against the training split")
+            return name, images, labels, n
+    name, images, labels = max(splits, key=lambda s: len(s[1]))
+    note(f"n lowered to {len(images):,}: the largest split of the dataset ({name}) has no more images")
+    return name, images, labels, len(images)
+
+
+def newest_scores(entries: list[dict]) -> list[dict]:
+    """The newest of a run's score entries for each kind (reconstructions, samples) and network."""
+    newest: dict = {}
+    for e in entries:
+        newest.pop((e.get("what"), e.get("network")), None)
+        newest[(e.get("what"), e.get("network"))] = e
+    order = {"reconstructions": 0, "samples": 1}
+    return sorted(newest.values(), key=lambda e: order.get(e.get("what"), 2))
+
+
+def _same_settings(entry: dict, want: dict) -> bool:
+    return all(entry.get(k) == v for k, v in want.items())
+
+
+@dataclass
+class _ScoreJob:
+    """What one kind of score measures: the run that keeps it, the sampler's options, its images (made once,
+    on first use: (uint8 images, figures of their own, notes)), and the classes samples were asked for."""
+    what: str
+    run: "Checkpoint"
+    options: dict
+    make: Callable
+    asked: "torch.Tensor | None" = None
+    class_names: list[str] | None = None
+    made: tuple | None = None
+
+    def images(self) -> tuple:
+        if self.made is None:
+            self.made = self.make()
+        return self.made
+
+
+class _References:
+    """The real images' features per network: of min(2n, all) images, cached on disk per dataset, size,
+    split, count, the images' own hash and network, so the floor's second set comes from the same pass."""
+
+    def __init__(self, held: "ImageData", split: str, real: "torch.Tensor", n: int, device, progress):
+        self.held, self.split, self.n, self.device, self.progress = held, split, n, device, progress
+        self.real = real[:min(len(real), 2 * n)]
+        self.found: dict = {}
+
+    def features(self, network: str) -> "torch.Tensor":
+        from vqgen import score as S
+
+        if network not in self.found:
+            import hashlib
+
+            h = self.held
+            digest = hashlib.sha1(self.real.contiguous().numpy().tobytes()).hexdigest()[:12]   # the images themselves
+            key = f"{h.source}|{h.channels}x{h.image_size}x{h.image_size}|{self.split}|{len(self.real)}|{digest}"
+            self.found[network] = S.cached_reference(
+                key, network, lambda: _features(network, self.real, self.device, self.progress, "real images"))
+        return self.found[network]
+
+    def sets(self, network: str):
+        """(the n real images' features, the floor's two sets of real features, their size)."""
+        f, n = self.features(network), self.n
+        if len(f) >= 2 * n:
+            return f[:n], f[:n], f[n:2 * n], n
+        return f[:n], f[:n // 2], f[n // 2:n], n // 2
+
+
+def _features(network: str, images: "torch.Tensor", device, progress, what: str) -> "torch.Tensor":
+    from vqgen import score as S
+
+    if network == "inception":
+        return S.inception_features(images, device=device, progress=progress.counter(f"Inception: {what}"))
+    return S.digit_features(images, device=device)
+
+
+def _score_one(job: _ScoreJob, network: str, refs: _References, labels: "torch.Tensor | None", seed: int,
+               progress) -> dict:
+    """One entry of scores.json: the figures of `job`'s images by one network, and the real images' own."""
+    from vqgen import score as S
+
+    images, own, _ = job.images()
+    if network == "pixels":
+        return {"figures": own, "real": {}}
+    ref, a, b, real_n = refs.sets(network)
+    feats = _features(network, images, refs.device, progress, job.what)
+    entry = {"figures": {"fid": S.fid(feats, ref)}, "real": {"fid": S.fid(a, b)}, "real_n": real_n}
+    if job.what == "samples" and network == "inception":
+        entry["figures"]["kid"], entry["figures"]["kid_std"] = S.kid(feats, ref, subset_size=min(1000, len(feats)),
+                                                                     seed=seed)
+        entry["real"]["kid"], entry["real"]["kid_std"] = S.kid(a, b, subset_size=min(1000, len(a)), seed=seed)
+    if job.what == "samples" and network == "digits" and job.asked is not None and labels is not None:
+        read = S.read_digits(images, device=refs.device)
+        real_read = S.read_digits(refs.real[:len(labels)], device=refs.device)
+        entry["figures"]["read_as_asked"] = float((read == job.asked).float().mean())
+        entry["real"]["read_as_asked"] = float((real_read == labels).float().mean())
+        names = job.class_names or [str(k) for k in range(int(job.asked.max()) + 1)]
+        entry["per_class"] = {names[k]: float((read[job.asked == k] == k).float().mean())
+                              for k in range(len(names)) if (job.asked == k).any()}
+        entry["real_per_class"] = {names[k]: float((real_read[labels == k] == k).float().mean())
+                                   for k in range(len(names)) if (labels == k).any()}
+    return entry
 
 
 # --------------------------------------------------------------------------- show

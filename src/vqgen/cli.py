@@ -38,8 +38,9 @@ err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line
 
 
 def say(text: str) -> None:
-    """A status line: on stderr, so stdout stays clean for --json and paths."""
-    err.print(text, highlight=False)
+    """A status line: on stderr, so stdout stays clean for --json and paths; as written (no Rich markup, so
+    `pip install "vqgen[score]"` keeps its brackets)."""
+    err.print(text, highlight=False, markup=False)
 
 
 def _silent(text: str) -> None:
@@ -78,7 +79,8 @@ class Command(typer.core.TyperCommand):
 
 
 QUIET = typer.Option(False, "--quiet", "-q", help="Print only what was written (the path or JSON) and errors.")
-RUN = typer.Option(None, "--run", "-r", show_default="the latest run that can", help="Run directory or .safetensors file.")
+RUN = typer.Option(None, "--run", "-r", show_default="the latest run that can, else the ready-trained one",
+                   help="Run directory, .safetensors file, or ready:vqvae-mnist (shipped with vqgen).")
 A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
 B = typer.Argument(..., metavar="B", help="End: same forms as the start.")
 SPACE = typer.Option(None, "--space", show_default="pre", help="VQ-VAE: interpolate before quantisation (pre) or after (post).")
@@ -325,6 +327,72 @@ def sample(
     finish(commands.sample(n, run, digit, class_name, sampler, temperature, top_k, guidance, seed, out, frames, log=say), say)
 
 
+# --------------------------------------------------------------------------- score
+
+
+REAL = "real: the figure for real images (two sets of them for FID and KID)"   # at most 80 columns
+
+
+def _print_scores(console: Console, rows: list[dict], title: str, with_run: bool = False) -> None:
+    """Score rows (commands.score_rows) as a table: figure, value, real, network (and run); the title and
+    what "real" means on lines of their own, so that a narrow table does not wrap them."""
+    t = table()
+    keys = (["run"] if with_run else []) + ["figure", "value", "real", "network"]
+    for key in keys:
+        t.add_column(key, justify="right" if key in ("value", "real") else "left", overflow="fold")
+    for before, r in zip([None] + rows, rows):   # a run named on its first row only
+        t.add_row(*[r[key] if key != "run" or before is None or before["run"] != r["run"] else ""
+                    for key in keys])
+    console.print(title, style="italic", highlight=False, markup=False)
+    console.print(t)
+    console.print(REAL, style="dim", highlight=False, markup=False)
+
+
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen score\n\n  vqgen score --run runs/prior-mnist --n 2000\n\n  vqgen score --run runs/prior-mnist --guidance 2\n\n  vqgen score --run runs/vae-faces --sampler mix"
+             "\n\n  vqgen score --run runs/vqvae-anime-faces --again --json"
+             "\n\nThe Inception network (FID, KID) comes with the score extra: pip install \"vqgen\\[score]\"; "
+             "MNIST's digit reader needs none.")
+@handle_errors
+def score(
+    run: Optional[Path] = RUN,
+    n: int = typer.Option(1000, "--n", help="Reconstructions or samples to score, against as many real images "
+                                            "(10 to 50,000); FIDs compare at the same n only."),
+    again: bool = typer.Option(False, "--again", help="Score anew where scores.json has these settings already."),
+    device: Optional[str] = typer.Option(None, "--device", show_default="auto",
+                                         help="auto (a GPU if there is one), cpu, cuda or mps."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", show_default="the model's own",
+                                          help="VAE samples: prior (z ~ N(0, I)) or mix."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="the model's own",
+                                                help="Temperature of the samples."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", show_default="0: all", help="Prior: the k likeliest codes."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
+                                             help="Prior: how strongly samples follow their class (1: none)."),
+    network: Optional[str] = typer.Option(None, "--network", show_default="each that fits the data",
+                                          help="inception or digits alone (digits: 28x28 digits only)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+    quiet_flag: bool = QUIET,
+) -> None:
+    """FID and KID of a run's samples, PSNR, SSIM and FID of its reconstructions; kept with the run."""
+    from vqgen import commands
+    from vqgen.progress import TrainProgress
+
+    say = status_log(quiet_flag)
+    report = commands.score(run, n, again, device, sampler, temperature, top_k, guidance, network, log=say,
+                            progress=TrainProgress(console=err, quiet=quiet_flag))
+    for line in report.lines:
+        say(line)
+    found = report.data
+    if as_json:
+        print(json.dumps(found, indent=2))
+        return
+    against = "held-out" if found["split"] == "test" else "training"
+    title = f"{found['run']} ({found['model']}, epoch {found['epoch']}): {found['n']:,} images, {against} split"
+    if report.scores:
+        _print_scores(stdout, report.scores, title)
+    else:
+        say("Nothing was scored")
+
+
 # --------------------------------------------------------------------------- eval / info
 
 
@@ -373,12 +441,16 @@ def eval_cmd(
     for r in rows:
         t.add_row(*[_cell(key, r.get(key, ""), figures) for key, _ in cols])
     stdout.print(t)
+    if done.scores:   # what `vqgen score` kept
+        _print_scores(stdout, done.scores, "scores")
 
 
-@app.command(cls=Command, epilog="Examples:\n\n  vqgen info runs/vqvae-mnist\n\n  vqgen info model.safetensors")
+@app.command(cls=Command, epilog="Examples:\n\n  vqgen info runs/vqvae-mnist\n\n  vqgen info model.safetensors"
+             "\n\n  vqgen info ready:vqvae-mnist")
 @handle_errors
 def info(
-    run: Optional[Path] = typer.Argument(None, help="Run directory or .safetensors file (default: latest run)."),
+    run: Optional[Path] = typer.Argument(None, help="Run directory, .safetensors file or ready:NAME "
+                                         "(default: latest run, else the ready-trained VQ-VAE)."),
     as_json: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """What a run or checkpoint is: model, data, settings, size, metrics."""
@@ -388,7 +460,7 @@ def info(
     if as_json:
         print(json.dumps(summary, indent=2))
         return
-    t = Table(show_header=False, title=summary["path"])
+    t = Table(show_header=False, title=summary["ready"] or summary["path"])
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", summary["model_name"])
@@ -407,6 +479,10 @@ def info(
         if k.startswith("test_"):
             t.add_row(k, f"{v:.4g}" if isinstance(v, float) else str(v))
     stdout.print(t)
+    if summary["card"]:   # a ready-trained model's card: data, settings, figures, how it was made
+        from rich.markdown import Markdown
+
+        stdout.print(Markdown(summary["card"]))
 
 
 # --------------------------------------------------------------------------- runs / compare / map
@@ -443,14 +519,25 @@ def runs_cmd(
     if not found:
         say(f"No runs in {out}/ yet: vqgen train makes one")
         return
-    t = table(f"runs in {out}/")
-    for name, justify in (("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
-                          ("best held out", "right"), ("size", "right"), ("status", "left")):
-        t.add_column(name, justify=justify, overflow="fold")
-    for r in found:
-        best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
-        t.add_row(r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
-                  best, _megabytes(r["bytes"]), r["status"])
+    def listing(scored: bool) -> Table:
+        t = table(f"runs in {out}/")
+        for name, justify in (("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
+                              ("best held out", "right"), *((("score", "right"),) if scored else ()),
+                              ("size", "right"), ("status", "left")):
+            t.add_column(name, justify=justify, overflow="fold")
+        for r in found:
+            best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
+            t.add_row(r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
+                      best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
+                      _megabytes(r["bytes"]), r["status"])
+        return t
+
+    t = listing(scored=True)   # with a column of what `vqgen score` kept, where it fits
+    unwrapped = stdout.measure(t, options=stdout.options.update(max_width=10_000)).maximum
+    if not any(r["score"] for r in found) or unwrapped > stdout.width:
+        if any(r["score"] for r in found):
+            say("Scores left out to fit the terminal: vqgen runs --json or vqgen eval --run RUN show them")
+        t = listing(scored=False)
     stdout.print(t)
 
 
@@ -480,6 +567,8 @@ def compare(
         t.add_row(r["run"], *[_cell(key, r.get(key, ""), figures) for key, _ in cols])
     if not quiet_flag:
         err.print(t)
+        if report.scores:   # what `vqgen score` kept with each run
+            _print_scores(err, report.scores, "scores", with_run=True)
     print(report.path)
 
 

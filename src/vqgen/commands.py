@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from vqgen import api
-from vqgen.api import MAX_SAMPLES, Model, check_map_size, check_sampling, check_steps, open_run
+from vqgen.api import MAX_SAMPLES, SCORE_N, Model, check_map_size, check_sampling, check_scoring, check_steps, open_run
 from vqgen.errors import UsageError
 from vqgen.files import check_output_dir, check_output_file, output_names, slug, unique_path
 from vqgen.settings import at_least, check_arg, one_of, positive
@@ -39,6 +39,15 @@ class Report:
     data: dict | None = None
     interrupted: bool = False
     columns: list[tuple[str, str, object]] = field(default_factory=list)   # a table's (key, header, Figure)
+    scores: list[dict] = field(default_factory=list)   # score rows as a table shows them (`score_rows`)
+
+
+def _out_dir(run_dir: Path) -> Path:
+    """Where a command writes by default: beside the run, or runs/ready-trained/ for a ready-trained run
+    (read-only, inside the package)."""
+    from vqgen import runs
+
+    return runs.output_dir(run_dir)
 
 
 # --------------------------------------------------------------------------- train
@@ -107,7 +116,8 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
         report.path = folder
         return report
     what = f"_{slug(Path(input).stem)}" if input is not None else (f"_n{n}" if n != 16 else "")
-    report.path = Path(out) if out is not None else unique_path(model.run_dir / f"reconstruction{what}.png")
+    report.path = Path(out) if out is not None else \
+        unique_path(_out_dir(model.run_dir) / f"reconstruction{what}.png")
     nrow = min(len(x), 16)
     rows = []
     for i in range(0, len(x), nrow):
@@ -154,7 +164,7 @@ def interpolate(a: str, b: str, steps: int = 12, run: Path | None = None, out: P
 
     model, seq = _morph(a, b, steps, run, method, space, log)
     report = Report(Path(out) if out is not None else
-                    unique_path(model.run_dir / f"interp_{_morph_name(a, b, method, space)}.png"))
+                    unique_path(_out_dir(model.run_dir) / f"interp_{_morph_name(a, b, method, space)}.png"))
     images.save_grid(seq, report.path, nrow=steps)
     if frames:
         images.save_frames(seq, frames)
@@ -177,7 +187,7 @@ def gif(a: str | None = None, b: str | None = None, steps: int = 24, fps: float 
 
     model, seq = _morph(a, b, steps, run, method, space, log)
     path = Path(out) if out is not None else \
-        unique_path(model.run_dir / f"morph_{_morph_name(a, b, method, space)}.gif")
+        unique_path(_out_dir(model.run_dir) / f"morph_{_morph_name(a, b, method, space)}.gif")
     images.save_gif(seq, path, fps=fps)
     return Report(path)
 
@@ -252,7 +262,7 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
     pics = model.sample(n, digit=digit, class_name=class_name, temperature=temperature, top_k=top_k,
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
     name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
-    report = Report(Path(out) if out is not None else unique_path(model.sampler_run / name))
+    report = Report(Path(out) if out is not None else unique_path(_out_dir(model.sampler_run) / name))
     in_turn = model.sample_classes if digit is None and class_name is None else None
     if in_turn:   # every class in turn: one column per class, labelled
         images.save_grid(pics, report.path, nrow=min(n, len(in_turn)), col_labels=in_turn[:n])
@@ -266,6 +276,116 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
     return report
 
 
+# --------------------------------------------------------------------------- score
+
+
+NETWORK_NAMES = {"inception": "Inception", "digits": "digit reader", "pixels": "pixels"}
+
+
+def _score_figures() -> dict:
+    """How each score reads: name, format, unit (models.Figure)."""
+    from vqgen.models.registry import Figure
+
+    return {f.name: f for f in (
+        Figure("fid", "FID", fmt="{:.2f}"), Figure("kid", "KID", fmt="{:.4f}"),
+        Figure("psnr", "PSNR", fmt="{:.2f}", unit="dB", lower_is_better=False),
+        Figure("ssim", "SSIM", fmt="{:.3f}", lower_is_better=False),
+        Figure("read_as_asked", "read as asked", fmt="{:.1%}", lower_is_better=False))}
+
+
+def _score_label(what: str, name: str, figure) -> str:
+    """rFID for reconstructions, gFID for samples; other figures by their label."""
+    return ("r" if what == "reconstructions" else "g") + figure.label if name == "fid" else figure.label
+
+
+def score_rows(entries: list[dict]) -> list[dict]:
+    """Each figure of these score entries as a table row of text: {"of" (reconstructions or samples),
+    "figure" (rFID, gFID, KID, PSNR, SSIM, read as asked), "value", "real" (the same figure for real images),
+    "network", "n"}; the share read as asked is followed by one row per class."""
+    figures, rows = _score_figures(), []
+    for e in entries:
+        values, real, what = e.get("figures") or {}, e.get("real") or {}, e.get("what", "")
+        for name, v in values.items():
+            f = figures.get(name)
+            if f is None or not isinstance(v, (int, float)):
+                continue
+            std = values.get(f"{name}_std")
+            row = {"of": what, "figure": _score_label(what, name, f),
+                   "value": f.format(v) + (f" ± {f.format(std)}" if isinstance(std, (int, float)) else ""),
+                   "real": f.format(real[name]) if isinstance(real.get(name), (int, float)) else "",
+                   "network": NETWORK_NAMES.get(e.get("network"), str(e.get("network"))), "n": f"{e.get('n', 0):,}"}
+            rows.append(row)
+            if name == "read_as_asked":
+                real_classes = e.get("real_per_class") or {}
+                rows += [{**row, "figure": f"  asked {cls}", "value": f.format(share),
+                          "real": f.format(real_classes[cls]) if cls in real_classes else ""}
+                         for cls, share in (e.get("per_class") or {}).items()]
+    return rows
+
+
+def score_headline(entries: list[dict]) -> dict | None:
+    """The one score that says most of a run: the FID of its samples, else of its reconstructions; by the
+    Inception network where it has one, else the digit reader. {"figure", "value", "text", "network", "n"}."""
+    figures = _score_figures()
+    for what in ("samples", "reconstructions"):
+        for network in ("inception", "digits"):
+            e = next((e for e in entries if e.get("what") == what and e.get("network") == network), None)
+            v = ((e or {}).get("figures") or {}).get("fid")
+            if isinstance(v, (int, float)):
+                label = _score_label(what, "fid", figures["fid"])
+                text = f"{label} {figures['fid'].format(v)}" + (" (digits)" if network == "digits" else "")
+                return {"figure": label, "value": v, "text": text, "network": network, "n": e.get("n")}
+    return None
+
+
+def score_summary(entries: list[dict]) -> str:
+    """The scores in one line: 'rFID 12.31, PSNR 20.14 dB, SSIM 0.812 (n 1,000); gFID 23.40 (Inception) ...'."""
+    parts = []
+    for e in entries:
+        shown = [f"{r['figure']} {r['value']}" for r in score_rows([e]) if not r["figure"].startswith(" ")]
+        if shown:
+            network = "" if e.get("network") == "pixels" else f"{NETWORK_NAMES.get(e.get('network'), e.get('network'))}, "
+            parts.append(f"{', '.join(shown)} ({network}n {e.get('n', 0):,})")
+    return "; ".join(parts)
+
+
+def _kept_scores(run_dir: Path) -> list[dict]:
+    """The newest scores kept with a run; none where its scores.json is damaged (a listing goes on)."""
+    from vqgen import runs
+    from vqgen.errors import RunError
+
+    try:
+        return api.newest_scores(runs.read_scores(run_dir))
+    except (RunError, UsageError):
+        return []
+
+
+def score(run: Path | None = None, n: int = SCORE_N, again: bool = False, device: str | None = None,
+          sampler: str | None = None, temperature: float | None = None, top_k: int | None = None,
+          guidance: float | None = None, network: str | None = None, log: Log = _quiet, progress=None) -> Report:
+    """A run's scores as its model declares them (`Model.score`): computed and kept in its scores.json, or
+    read back from there for settings scored before (unless `again`); samples drawn with the options given."""
+    check_scoring(n, device=device)
+    check_sampling(1, temperature, top_k, guidance, 0)
+    if network is not None:
+        check_arg("network", network, one_of("inception", "digits"))
+    from vqgen import runs
+
+    model = Model(open_run(run, "score", log))
+    found = model.score(n, again=again, device=device, sampler=sampler, temperature=temperature, top_k=top_k,
+                        guidance=guidance, network=network, log=log, progress=progress)
+    found = {"model": model.spec.display_name, "epoch": model.checkpoint.epoch, **found}
+    report = Report(runs.scores_path(model.run_dir), data=found, scores=score_rows(found["scores"]))
+    stored = [e for e in found["scores"] if e["stored"]]
+    if stored and len(stored) == len(found["scores"]):
+        report.lines.append(f"Scored before ({stored[-1].get('when', '?')}): read back; --again scores anew")
+    else:
+        kept = sorted({str(runs.scores_path(runs.resolve_run(e["run"]))) for e in found["scores"] if not e["stored"]})
+        if kept:
+            report.lines.append(f"Kept in {', '.join(kept)}")
+    return report
+
+
 # --------------------------------------------------------------------------- eval / info
 
 
@@ -273,9 +393,9 @@ def _any_run(run: Path | None, log: Log) -> Path:
     from vqgen import models, runs
 
     if run is None:
-        run = runs.find_latest_run([models.get(n) for n in models.names()])
-        log(f"Using run {run}")
-    run = Path(run)
+        run = runs.find_latest_run([models.get(n) for n in models.names()], ready=True)
+        log(runs.using(run))
+    run = runs.resolve_run(run)
     if not run.exists():
         raise UsageError(f"{run}: no such run directory or checkpoint file")
     return run
@@ -298,9 +418,11 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
     from vqgen import models
 
     spec = models.find(meta["vqgen_model"])
-    return Report(run_dir, data={"run": str(run_dir), "model": meta["vqgen_model"],
+    scores = _kept_scores(run_dir)
+    return Report(run_dir, data={"run": runs.run_label(run_dir), "model": meta["vqgen_model"],
                                  "model_name": spec.display_name if spec else meta["vqgen_model"],
-                                 "epochs": rows, "final": rows[-1]}, columns=_columns([spec] if spec else []))
+                                 "epochs": rows, "final": rows[-1], "scores": scores},
+                  columns=_columns([spec] if spec else []), scores=score_rows(scores))
 
 
 def describe(run: Path | None = None, log: Log = _quiet) -> Report:
@@ -315,6 +437,8 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
                "metrics": ckpt.info.get("metrics", {}), "config": ckpt.config.to_dict()}
     if ckpt.spec.can("codes"):   # sizes that follow from the quantiser's settings (fsq: its levels)
         summary["codes"] = {"codebook_size": ckpt.model.codebook_size, "grid": ckpt.model.latent_grid}
+    summary["ready"] = runs.ready_name(ckpt.path)       # ready:NAME for a model shipped with vqgen
+    summary["card"] = runs.read_card(ckpt.path)         # its MODEL_CARD.md: data, settings, figures, how made
     return Report(ckpt.path, data=summary)
 
 
@@ -379,6 +503,7 @@ def list_runs(runs_dir: Path = Path("runs")) -> Report:
         out.append({"run": s.path.name, "path": str(s.path), "model": spec.display_name if spec else (s.model or "?"),
                     "data": (cfg.get("train") or {}).get("dataset", ""), "epochs": s.epoch, "of": s.epochs,
                     "best": {"figure": best[0], "value": best[1]} if best else None,
+                    "score": score_headline(_kept_scores(s.path)),
                     "bytes": _size(s.path), "status": status})
     return Report(Path(runs_dir), data={"runs": out})
 
@@ -417,22 +542,25 @@ def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) ->
     from vqgen import models, plots, runs
     from vqgen.tracking import STEPS, read_steps
 
-    curves, table = [], []
+    curves, table, scored = [], [], []
     names, specs = [], []
     for run in run_dirs:
-        summary = runs.summarize(Path(run))
+        summary = runs.summarize(runs.resolve_run(run))   # ready:NAME too
         if summary is None or not summary.usable:
             raise UsageError(f"{run}: not a run with a finished epoch")
         rows = runs.read_metrics(summary.path / runs.METRICS, upto_epoch=summary.epoch)
-        name = summary.path.name if summary.path.name not in names else str(summary.path)
+        name = runs.ready_name(summary.path) or summary.path.name
+        name = name if name not in names else str(summary.path)
         names.append(name)
         curves.append((name, read_steps(summary.path / STEPS), rows))
-        table.append({"run": name, "model": summary.model, **(rows[-1] if rows else {})})
+        kept = _kept_scores(summary.path)
+        table.append({"run": name, "model": summary.model, **(rows[-1] if rows else {}), "scores": kept})
+        scored += [{"run": name, **row} for row in score_rows(kept)]
         specs += [spec for spec in (models.find(summary.model),) if spec is not None and spec not in specs]
     label = "_vs_".join(slug(Path(r).name) for r in run_dirs[:3])
     path = Path(out) if out is not None else unique_path(Path(f"compare_{label}.png"))
     plots.save(plots.curves_figure(curves, title="  vs  ".join(names), figures=models.figures(specs)), path)
-    return Report(path, data={"runs": table}, columns=_columns(specs))
+    return Report(path, data={"runs": table}, columns=_columns(specs), scores=scored)
 
 
 def latent_map(run: Path | None = None, n: int = 2000, out: Path | None = None, log: Log = _quiet) -> Report:
@@ -451,7 +579,7 @@ def latent_map(run: Path | None = None, n: int = 2000, out: Path | None = None, 
     title = f"{model.spec.display_name} {model.run_dir.name}: {len(x):,} held-out images of {model.config.train.dataset}"
     fig = plots.latent_map_figure(coords, labels.numpy() if labels is not None else None, model.class_names,
                                   found.explained, title, usage, examples)
-    path = Path(out) if out is not None else unique_path(model.run_dir / "map.png")
+    path = Path(out) if out is not None else unique_path(_out_dir(model.run_dir) / "map.png")
     plots.save(fig, path)
     points = [{"x": float(a), "y": float(b), **({"label": int(labels[i])} if labels is not None else {})}
               for i, (a, b) in enumerate(coords)]

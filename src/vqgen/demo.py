@@ -7,9 +7,10 @@ handlers are plain methods of `Page`, which the tests call directly: each
 returns what the page shows, and bad input comes back as a message on the
 page (`Page.message`), never a stack trace.
 
-The page makes no network calls of its own: Gradio's analytics and the Hub
-client's telemetry are off while the page is built and served (and back as they
-were after), its fonts are the system's, and a public link is made only when
+The page makes no network calls of its own: while it is built and served,
+Gradio's analytics and the Hub client's telemetry are off and `datasets` and
+the Hub client are offline (a run's images come from vqgen's cache), and all is
+back as it was after; its fonts are the system's, and a public link is made only when
 `share` is asked for, with a warning. It binds to 127.0.0.1 unless told
 otherwise.
 """
@@ -138,18 +139,22 @@ class Page:
         found = [s for s in runs.list_runs(self.runs_dir) if s.usable and s.model is not None]
         choices = [(f"{s.path.name}  ({s.model}, {s.epoch} epochs{'' if s.finished else ', training'})",
                     str(s.path)) for s in reversed(found)]
+        choices += [(f"{runs.READY_PREFIX}{s.path.name}  (ready-trained {s.model})", str(s.path))
+                    for s in runs.list_runs(runs.READY_DIR) if s.usable and s.model is not None]
         if self.first_run is not None and str(self.first_run) not in {p for _, p in choices}:
             choices.insert(0, (self.first_run.name, str(self.first_run)))
         return choices
 
     def default_run(self) -> str | None:
-        """The run asked for, else the newest run that can reconstruct (else the newest)."""
+        """The run asked for, else the newest run that can reconstruct (else the newest), else the ready-trained
+        VQ-VAE shipped with vqgen."""
         if self.first_run is not None:
             return str(self.first_run)
         from vqgen import models, runs
 
         try:
-            return str(runs.find_latest_run(models.with_operation("reconstruct"), self.runs_dir))
+            return str(runs.find_latest_run(models.with_operation("reconstruct"), self.runs_dir,
+                                            ready=not runs.list_runs(self.runs_dir)))
         except UsageError:
             choices = self.run_choices()
             return choices[0][1] if choices else None
@@ -196,8 +201,15 @@ class Page:
         figures = ", ".join(f"{f.label} {f.format(last[f'test_{f.name}'])}" for f in m.spec.figures
                             if f.shown and isinstance(last.get(f"test_{f.name}"), (int, float)))
         can = ", ".join(sorted(m.spec.operations)) or "sample"
+        from vqgen.commands import score_summary
+
+        try:
+            scores = score_summary(m.scores())   # what `vqgen score` kept with the run
+        except VQGenError:   # a damaged scores.json leaves them out of the line
+            scores = ""
         return (f"**{m.spec.display_name}**, {m.checkpoint.epoch} epochs on `{Path(str(m.config.train.dataset)).name}`; "
-                f"{w}x{h} {'grey' if c == 1 else 'colour'} images. Held out: {figures or 'none yet'}. Can: {can}.")
+                f"{w}x{h} {'grey' if c == 1 else 'colour'} images. Held out: {figures or 'none yet'}. "
+                + (f"Scores: {scores}. " if scores else "") + f"Can: {can}.")
 
     def abilities(self, run: str | None) -> dict[str, Any]:
         """What the page offers for this run: which tabs work, the classes, and the sampling options."""
@@ -566,18 +578,30 @@ def launch(run: Path | str | None = None, runs_dir: Path | str = "runs", host: s
     if not 1 <= int(port) <= 65535:
         raise UsageError(f"`port` {port}: a port is 1 to 65535")
     require_gradio()
-    if run is not None and not Path(run).exists():
-        raise UsageError(f"`run` {run}: no such run directory or weights file")
+    if run is not None:
+        from vqgen import runs
+
+        run = runs.resolve_run(run)   # ready:NAME, a ready-trained run shipped with vqgen
+        if not run.exists():
+            raise UsageError(f"`run` {run}: no such run directory or weights file")
     page = Page(runs_dir, run)
-    if page.default_run() is None:
+    first = page.default_run()
+    if first is None:
         raise UsageError(f"no trained run under {runs_dir}/ to show: train one with `vqgen train`, or pass `run`")
+    if run is None:
+        from vqgen import runs
+
+        if runs.is_ready(first):
+            log(runs.using(Path(first)))
     if run is not None:
         page.model(str(run))   # a run that does not load fails here, in one line, before the page opens
     if host not in (LOCALHOST, "localhost"):
         log(f"Warning: serving on {host}: anyone who can reach this machine can use the page")
     if share:
         log("Warning: --share makes a public link through Gradio's servers: anyone with it can use the page")
-    with private():
+    from vqgen.data.sources import hub_offline
+
+    with private(), hub_offline():   # a run's data comes from the cache, never from the Hub
         serve(build(page), host, port, share, open_browser, log)
 
 

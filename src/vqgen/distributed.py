@@ -120,7 +120,10 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
 def average_gradients(params: list[torch.nn.Parameter], ranks: Ranks) -> None:
     """Each gradient averaged over the ranks (DistributedDataParallel's reduction, for a model trained in
     several parameter groups, whose terms each take a backward pass of their own)."""
-    grads = [p.grad for p in params if p.grad is not None]
+    for p in params:   # a parameter its term did not reach this step counts as a zero gradient, as in DDP:
+        if p.grad is None:   # every rank then reduces tensors of the same size
+            p.grad = torch.zeros_like(p)
+    grads = [p.grad for p in params]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

@@ -75,14 +75,14 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
             raise UsageError(f"`dataset`: a {spec.display_name} trains on the codes of another run's data; "
                              "drop `dataset` and pass that run with `run`")
         parents = models.with_operation("codes")
-        parent_dir = Path(parent_run) if parent_run else runs.find_latest_run(parents, runs_dir)
+        parent_dir = Path(parent_run) if parent_run else runs.find_latest_run(parents, runs_dir, ready=True)
         parent = runs.load_checkpoint(parent_dir, accept=parents)
-        log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {parent.run_dir}")
+        log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {runs.run_label(parent.run_dir)}")
         cfg = resolve_config(model, _parent_shape(parent), file_values=file_values,
                              flags={**flags, "dataset": parent.config.train.dataset}, file_name=config_file,
                              device_type=device.type)
         cfg.source = parent.config.dataset_source
-        cfg.parent = {"run": str(parent.run_dir.resolve()), "fingerprint": parent.model.code_fingerprint()}
+        cfg.parent = {"run": runs.parent_reference(parent.run_dir), "fingerprint": parent.model.code_fingerprint()}
         source = _parent_source(cfg.source)
         return Plan(cfg, spec, parent=parent, data_label=source.label if source else parent.config.train.dataset,
                     source=source)

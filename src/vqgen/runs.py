@@ -7,13 +7,16 @@ overwritten) and holds:
 - `model.safetensors`: the weights after the last finished epoch, with the
   model's name, configuration, dataset and vqgen version in the metadata, so
   the file alone loads;
-- `resume.pt`: optimizer, epoch and RNG state of that epoch, plain tensors and
+- `resume.pt`: the state of every optimizer ("optimizer", or "optimizers" by parameter group), epoch and
+  RNG state of that epoch, plain tensors and
   numbers that `torch.load(..., weights_only=True)` reads;
 - `metrics.csv`, one row per epoch, and the per-epoch pictures
   (`recon_epoch_001.png`, `samples_epoch_001.png`, ...);
 - `interrupted.pt`: after Ctrl-C in the middle of an epoch, the state at that
   step, so that `--resume` continues from it;
-- `latents.safetensors`: training latents, for models that sample from them.
+- `latents.safetensors`: training latents, for models that sample from them;
+- `scores.json`: what `vqgen score` measured, with the settings that produced
+  each figure (the samples of a VQ-VAE are kept with the prior that drew them).
 
 An epoch is committed as one transaction. Its resume state is staged
 (`resume.next.pt`), its metrics written, then its weights, the commit point,
@@ -49,8 +52,16 @@ INTERRUPTED = "interrupted.pt"
 METRICS = "metrics.csv"
 CONFIG = "config.yaml"
 LATENTS = "latents.safetensors"
+SCORES = "scores.json"
+SCORES_FORMAT = 1
 CURVES = "loss_curve.png"          # the run's figures, one panel per kind (plots.py)
 PICTURE_KINDS = ("recon", "samples")   # per-epoch pictures: <kind>_epoch_NNN.png
+MODEL_CARD = "MODEL_CARD.md"       # what a shipped run is and how it was made (`vqgen info` shows it)
+# Ready-trained runs shipped inside the package (read-only), named `ready:NAME`; what the commands make with
+# one goes to READY_OUTPUTS instead of beside it.
+READY_DIR = Path(__file__).resolve().parent / "resources" / "ready"
+READY_PREFIX = "ready:"
+READY_OUTPUTS = Path("runs") / "ready-trained"
 
 
 # --------------------------------------------------------------------------- run directories
@@ -93,7 +104,7 @@ def new_run_dir(out: Path, name: str) -> Path:
 
 def run_dir_of(path: Path) -> Path:
     """The run directory of a run directory or of a file in one."""
-    path = Path(path)
+    path = resolve_run(path)
     return path if path.is_dir() else path.parent
 
 
@@ -212,7 +223,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
 
 
 def weights_path(path: Path) -> Path:
-    path = Path(path)
+    path = resolve_run(path)
     if path.is_dir():
         w = path / WEIGHTS
         if not w.is_file():
@@ -363,11 +374,18 @@ def list_runs(runs_dir: Path = Path("runs")) -> list[RunSummary]:
 
 
 def find_latest_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"),
-                    where: Callable[[RunSummary], bool] | None = None) -> Path:
-    """The newest run under `runs_dir` with a finished epoch whose model is one of `accept`."""
+                    where: Callable[[RunSummary], bool] | None = None, ready: bool = False) -> Path:
+    """The newest run under `runs_dir` with a finished epoch whose model is one of `accept`; with `ready`,
+    where there is none, the ready-trained run of such a model shipped with vqgen (`is_ready` tells)."""
     names = {s.name for s in accept}
     candidates = [s for s in list_runs(runs_dir)
                   if s.usable and s.model in names and (where is None or where(s))]
+    if not candidates and ready:
+        shipped = [s for s in list_runs(READY_DIR) if s.usable and s.model in names]
+        # the model that learns images first (the VQ-VAE, which samples through its prior), then by name
+        shipped.sort(key=lambda s: (models.get(s.model).trains_on != "images", s.path.name))
+        if shipped:
+            return shipped[0].path
     if not candidates:
         raise UsageError(f"no trained {describe_kinds(accept)} run under {runs_dir}/; train one with "
                          f"`vqgen train --model {accept[0].name}`, or pass `run`")
@@ -383,9 +401,10 @@ def parent_of(meta: dict) -> str | None:
 
 def find_child_run(parent: Checkpoint, child_specs: list[models.ModelSpec]) -> Path:
     """The newest run beside `parent` that was trained on its codes (the prior of a VQ-VAE)."""
-    want = str(parent.run_dir.resolve())
+    want = parent.run_dir.resolve()
     try:
-        return find_latest_run(child_specs, parent.run_dir.parent, where=lambda s: parent_of(s.meta) == want)
+        return find_latest_run(child_specs, parent.run_dir.parent,
+                               where=lambda s: _names_run(parent_of(s.meta), want))
     except UsageError:
         names = describe_kinds(child_specs)
         raise UsageError(f"no {names} for {parent.run_dir} yet: a {parent.spec.display_name} samples through "
@@ -395,7 +414,7 @@ def find_child_run(parent: Checkpoint, child_specs: list[models.ModelSpec]) -> P
 
 def load_parent(child: RunConfig, device: str | torch.device = "cpu") -> Checkpoint:
     """The run whose codes a model was trained on, refused if it is gone or was retrained since."""
-    run = Path(child.parent["run"])
+    run = resolve_run(child.parent["run"])
     what = models.get(child.model).display_name
     if not (run / WEIGHTS).is_file():
         raise UsageError(f"the run this {what} was trained on ({run}) is gone; "
@@ -412,6 +431,83 @@ def check_parent(child: RunConfig, parent: Checkpoint) -> None:
         raise RunError(f"the {parent.spec.display_name} in {parent.run_dir} has changed since this "
                        f"{models.get(child.model).display_name} was trained on it (different codebook); "
                        f"train a new one: vqgen train --model {child.model} --run {parent.run_dir}")
+
+
+# --------------------------------------------------------------------------- ready-trained runs
+
+
+def resolve_run(run: Path | str) -> Path:
+    """A run as the user names it: a path, or `ready:NAME`, a ready-trained run shipped with vqgen."""
+    text = os.fspath(run)
+    if not text.startswith(READY_PREFIX):
+        return Path(text)
+    name = text[len(READY_PREFIX):]
+    shipped = sorted(s.path.name for s in list_runs(READY_DIR) if s.usable)
+    if name in shipped:
+        return READY_DIR / name
+    listed = ", ".join(READY_PREFIX + n for n in shipped) or "none in this install"
+    raise UsageError(f"{text}: no such ready-trained run (vqgen ships: {listed})")
+
+
+def ready_name(run: Path | str) -> str | None:
+    """`ready:NAME` for a ready-trained run shipped with vqgen (its folder or a file in it); else None."""
+    path = Path(os.fspath(run))
+    path = path.parent if path.is_file() else path
+    try:
+        return READY_PREFIX + path.name if path.resolve().parent == READY_DIR.resolve() else None
+    except OSError:
+        return None
+
+
+def is_ready(run: Path | str) -> bool:
+    return ready_name(run) is not None
+
+
+def run_label(run: Path | str) -> str:
+    """How a run reads in a status line: `ready:NAME` for a shipped one, else its path."""
+    return ready_name(run) or str(run)
+
+
+def using(run: Path) -> str:
+    """The status line of a command that picked `run` itself: which run, and for a ready-trained one, how
+    to train your own."""
+    name = ready_name(run)
+    if name is None:
+        return f"Using run {run}"
+    spec = models.get(summarize(Path(run)).model)
+    train = "vqgen train" + ("" if spec.name == models.DEFAULT_MODEL else f" --model {spec.name}")
+    return f"Using the ready-trained {spec.display_name} {name}; train your own: {train}"
+
+
+def output_dir(run_dir: Path) -> Path:
+    """Where a command writes what it makes with a run by default: beside it, or, for a ready-trained run
+    (read-only, inside the package), in runs/ready-trained/."""
+    return READY_OUTPUTS if is_ready(run_dir) else Path(run_dir)
+
+
+def read_card(run: Path) -> str | None:
+    """The run's model card (MODEL_CARD.md beside its weights), or None."""
+    p = run_dir_of(run) / MODEL_CARD
+    try:
+        return p.read_text(encoding="utf-8") if p.is_file() else None
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _names_run(ref: str | None, run_dir: Path) -> bool:
+    """Whether a recorded parent run (a path, or `ready:NAME`) is `run_dir`."""
+    if not ref:
+        return False
+    try:
+        return resolve_run(ref).resolve() == run_dir
+    except (UsageError, OSError):
+        return False
+
+
+def parent_reference(run_dir: Path) -> str:
+    """How a run records its parent: `ready:NAME` for a shipped run (wherever vqgen is installed), else the
+    absolute path."""
+    return ready_name(run_dir) or str(Path(run_dir).resolve())
 
 
 # --------------------------------------------------------------------------- metrics, latents, pictures
@@ -493,3 +589,45 @@ def epoch_pictures(run_dir: Path) -> list[Path]:
         if found:
             return found
     return []
+
+
+# --------------------------------------------------------------------------- scores
+
+
+def scores_path(run_dir: Path) -> Path:
+    """Where `vqgen score` keeps a run's scores: its scores.json, or, for a ready-trained run (read-only,
+    inside the package), runs/ready-trained/NAME.scores.json."""
+    name = ready_name(run_dir)
+    return READY_OUTPUTS / f"{name[len(READY_PREFIX):]}.{SCORES}" if name else Path(run_dir) / SCORES
+
+
+def _score_entries(p: Path) -> list[dict]:
+    if not p.is_file():
+        return []
+    try:
+        found = json.loads(p.read_text(encoding="utf-8"))
+        entries = found["scores"]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+            raise ValueError("not a list of entries")
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise CheckpointError(f"{p}: damaged ({e.__class__.__name__}); delete it and score the run again") from None
+    return entries
+
+
+def read_scores(run_dir: Path) -> list[dict]:
+    """The score entries `vqgen score` kept for a run, oldest first (none where it has none); for a
+    ready-trained run, those shipped with it, then those scored here."""
+    shipped = _score_entries(Path(run_dir) / SCORES) if is_ready(run_dir) else []
+    return shipped + _score_entries(scores_path(run_dir))
+
+
+def write_scores(run_dir: Path, entries: list[dict]) -> None:
+    """Replace a run's score entries (written under a temporary name and renamed); a ready-trained run's
+    scored here go to `scores_path`, and those it shipped with stay as they are."""
+    path = scores_path(run_dir)
+    if is_ready(run_dir):
+        shipped = _score_entries(Path(run_dir) / SCORES)
+        entries = [e for e in entries if e not in shipped]
+        path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": SCORES_FORMAT, "scores": entries}, indent=1)
+    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))

@@ -22,8 +22,7 @@ import math
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
@@ -42,43 +41,35 @@ def autocast(device_type: str, precision: str):
     return torch.autocast(device_type, dtype=DTYPES[precision])
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside DistributedDataParallel or torch.compile wrappers."""
-    while True:
-        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
-        if inner is None:
-            return model
-        model = inner
-
-
-@dataclass
 class Optimization:
-    """One optimizer, the term of the forward pass it minimises, and from which step of the run on."""
-    optimizer: torch.optim.Optimizer
-    loss: str = "loss"
-    start_step: int = 0
-    scheduler: Any = None
-    name: str = "model"
+    """One optimizer, the term of the forward pass it minimises, from which step of the run on, and the
+    schedule of its learning rate: each step's rate is the optimizer's base rate times `schedule(step)`."""
 
-    @property
-    def params(self) -> list[torch.nn.Parameter]:
-        return [p for group in self.optimizer.param_groups for p in group["params"]]
+    def __init__(self, optimizer: torch.optim.Optimizer, loss: str = "loss", start_step: int = 0,
+                 schedule: Callable[[int], float] | None = None, name: str = "model"):
+        self.optimizer, self.loss, self.start_step, self.schedule, self.name = optimizer, loss, start_step, schedule, name
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]   # as built, whatever a state holds
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
+
+    def set_step(self, step: int) -> None:
+        """The learning rate for this step of the run."""
+        if self.schedule is not None:
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = base * self.schedule(step)
 
 
 class Trainer:
-    def __init__(self, model: torch.nn.Module, optimizations: list[Optimization] | torch.optim.Optimizer, batches,
-                 *, epochs: int, start_epoch: int = 0, start_step: int = 0, running: dict | None = None,
-                 scheduler=None, grad_clip: float = 0.0, progress: TrainProgress | None = None,
+    def __init__(self, model: torch.nn.Module, optimizations: list[Optimization], batches, *, epochs: int,
+                 core: torch.nn.Module | None = None, start_epoch: int = 0, start_step: int = 0,
+                 running: dict | None = None, grad_clip: float = 0.0, progress: TrainProgress | None = None,
                  precision: str = "fp32", device_type: str = "cpu",
                  sync_gradients: Callable[[list[torch.nn.Parameter]], None] | None = None,
                  before_step: Callable[[], None] | None = None):
-        """`optimizations`: one `Optimization` per parameter group (or one optimizer, with `scheduler`).
-        `sync_gradients(params)` averages a group's gradients over processes where no
+        """`model`: what runs the forward pass (wrapped for several processes or compiled); `core`: the model
+        itself (default: `model`), whose metrics and step the trainer reads and sets. `optimizations`: one per
+        parameter group. `sync_gradients(params)` averages a group's gradients over processes where no
         DistributedDataParallel does it; `before_step()` runs before each forward pass."""
-        if isinstance(optimizations, torch.optim.Optimizer):
-            optimizations = [Optimization(optimizations, scheduler=scheduler)]
-        self.model, self.optimizations, self.batches = model, list(optimizations), batches
-        self.optimizer = self.optimizations[0].optimizer
+        self.model, self.core, self.optimizations, self.batches = model, core or model, list(optimizations), batches
         self.precision, self.device_type = precision, device_type
         # fp16's small range needs the loss scaled up before backward (and the gradients back down)
         self.scaler = torch.amp.GradScaler(device_type) if precision == "fp16" else None
@@ -117,7 +108,7 @@ class Trainer:
 
     def run_epoch(self) -> None:
         self.model.train()
-        core = unwrap(self.model)
+        core = self.core
         if self.step == 0:   # a fresh epoch; a resumed one keeps its counts
             core.reset_metrics()
             self.running = RunningMean()
@@ -156,10 +147,12 @@ class Trainer:
             raise NonFiniteLoss(f"training produced non-finite values in epoch {self.epoch + 1}")
 
     def optimize(self, out: dict[str, torch.Tensor]) -> None:
-        """One step of every optimization whose start step has come: backward, clip, step, schedule."""
+        """One step of every optimization whose start step has come: backward, clip, step; then each
+        learning rate for the next step."""
         step = self.global_step
         active = [o for o in self.optimizations if step >= o.start_step]
         for o in active:
+            o.set_step(step)
             o.optimizer.zero_grad(set_to_none=True)
         if len(self.optimizations) == 1:
             for o in active:
@@ -168,23 +161,25 @@ class Trainer:
             # Each term into its own group's parameters only; the graph is kept for the terms after it.
             for i, o in enumerate(active):
                 self._backward(out[o.loss], inputs=o.params, retain_graph=i < len(active) - 1)
+        stepped = False
         for o in active:
             if self.sync_gradients is not None:
                 self.sync_gradients(o.params)
+            if all(p.grad is None for p in o.params):   # its term reached none of them this step
+                continue
             if self.scaler is not None:
                 self.scaler.unscale_(o.optimizer)
             if self.grad_clip:
-                torch.nn.utils.clip_grad_norm_(o.params if len(self.optimizations) > 1 else self.model.parameters(),
-                                               self.grad_clip)
+                torch.nn.utils.clip_grad_norm_(o.params, self.grad_clip)
             if self.scaler is not None:
                 self.scaler.step(o.optimizer)
             else:
                 o.optimizer.step()
-        if self.scaler is not None and active:
+            stepped = True
+        if self.scaler is not None and stepped:
             self.scaler.update()
-        for o in self.optimizations:   # every schedule follows the run's steps, started or not
-            if o.scheduler is not None:
-                o.scheduler.step()
+        for o in self.optimizations:
+            o.set_step(step + 1)
 
     def _backward(self, loss: torch.Tensor, **kwargs) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward(**kwargs)

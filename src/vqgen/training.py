@@ -1,14 +1,13 @@
-"""Training a model end to end: config, data, run directory, trainer, checkpoints.
+"""Training a planned run end to end: data, model, optimizers, run directory, trainer, checkpoints.
 
 `train()` is what `vqgen train` and `vqgen.train()` call. In steps:
 
 1. settings given as flags or keywords are checked (before anything heavy);
-2. what the data looks like is probed (an image dataset's shape, or the
-   parent run whose codes the model learns), and `resolve_config` turns
-   defaults, the config file and the flags into a `RunConfig` - or, to
-   resume, the run's own config is read back and each flag applied or refused;
-3. the data is loaded once into memory (through the cache), the model built,
-   the run directory made;
+2. the run is planned (planning.py): the data resolved and its shape probed, or
+   the parent run opened, and the config resolved; or, to resume, the run's own
+   config read back and each flag applied or refused;
+3. the data is loaded once into memory (through the cache), the model built
+   with an optimizer per parameter group, the run directory made;
 4. the generic `Trainer` runs, with callbacks that evaluate on the held-out
    split, draw the model's pictures and commit each epoch's checkpoint.
 
@@ -89,9 +88,12 @@ def check_groups(groups: list[models.ParameterGroup], net: torch.nn.Module, spec
                                "a parameter; each parameter belongs to one group")
             seen[id(p)] = g.name
     missing = sum(1 for p in net.parameters() if p.requires_grad and id(p) not in seen)
-    if missing or len({g.name for g in groups}) != len(groups):
-        raise RunError(f"the {spec.display_name}'s parameter groups leave {missing} parameters out or repeat a "
-                       "name; every trained parameter belongs to one group, and each group has its own name")
+    if missing:
+        raise RunError(f"the {spec.display_name}'s parameter groups leave {missing} parameters out; every trained "
+                       "parameter belongs to one group")
+    if len({g.name for g in groups}) != len(groups):
+        raise RunError(f"the {spec.display_name}'s parameter groups repeat a name ({', '.join(g.name for g in groups)});"
+                       " each group has its own")
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -253,7 +255,8 @@ class Session:
         if img.train_images.shape[0] < 1 or img.test_images.shape[0] < 1:
             raise DatasetError(f"{img.source}: too few images to train ({img.train_images.shape[0]} for "
                                f"training, {img.test_images.shape[0]} held out); a dataset needs at least 2 images")
-        labels_wanted = self.spec.classes(cfg.model_config) > 0
+        with torch.device("meta"):   # the model says whether it is conditioned on classes (no memory used)
+            labels_wanted = self.spec.build(cfg.model_config).num_classes > 0
         train_y = img.train_labels if labels_wanted else None
         test_y = img.test_labels if labels_wanted else None
         if plan.parent is not None:   # a model of codes prepares what it learns from the parent's images
@@ -312,12 +315,6 @@ class Session:
             self.generator.set_state(state["data_rng"])
             self.running = state.get("running")
             self.rows = runs.read_metrics(self.plan.run_dir / runs.METRICS, upto_epoch=self.start_epoch)
-            # continue the schedule where the run stopped (over the new total of epochs)
-            done = self.start_epoch * steps + self.start_step
-            for o in self.optimizations:
-                o.scheduler.last_epoch = done
-                for group, base in zip(o.optimizer.param_groups, o.scheduler.base_lrs):
-                    group["lr"] = base * schedule(done)
         self.committed = self.start_epoch
         self.net, self.train_net = net, train_net
 
@@ -328,8 +325,9 @@ class Session:
         optimizer = torch.optim.Adam(group.params, lr=train.lr if group.lr is None else group.lr, betas=group.betas,
                                      weight_decay=train.weight_decay if group.weight_decay is None
                                      else group.weight_decay, fused=self.device.type in ("cpu", "cuda"))
-        return Optimization(optimizer, group.loss, group.start_step,
-                            torch.optim.lr_scheduler.LambdaLR(optimizer, schedule), group.name)
+        # Each step's rate follows the schedule from the run's settings (a resumed run's too), over the
+        # whole run's steps: the new total where a resumed run trains for more epochs.
+        return Optimization(optimizer, group.loss, group.start_step, schedule, group.name)
 
     def optimizer_state(self) -> dict:
         """Every optimizer's state for resume.pt: "optimizer" for one (as vqgen 0.3 wrote it), else by group."""
@@ -338,10 +336,14 @@ class Session:
         return {"optimizers": {o.name: o.optimizer.state_dict() for o in self.optimizations}}
 
     def load_optimizer_state(self, state: dict) -> None:
-        saved = state.get("optimizers") or {self.optimizations[0].name: state["optimizer"]}
-        if set(saved) != {o.name for o in self.optimizations}:
+        names = [o.name for o in self.optimizations]
+        if "optimizers" not in state and len(names) > 1:
+            raise RunError(f"{self.plan.run_dir}: its saved state has one optimizer, but this model trains "
+                           f"{len(names)} parameter groups ({', '.join(names)}); start a new run")
+        saved = state.get("optimizers") or {names[0]: state["optimizer"]}
+        if set(saved) != set(names):
             raise RunError(f"{self.plan.run_dir}: its saved optimizer state is for {', '.join(sorted(saved))}, but "
-                           f"this model trains {', '.join(o.name for o in self.optimizations)}; start a new run")
+                           f"this model trains {', '.join(names)}; start a new run")
         for o in self.optimizations:
             o.optimizer.load_state_dict(saved[o.name])
 
@@ -411,7 +413,7 @@ class Session:
         self.build()
         if self.ranks.main:
             self.open_run_dir(out, name)
-        trainer = Trainer(self.train_net, self.optimizations, self.batches, epochs=self.cfg.train.epochs,
+        trainer = Trainer(self.train_net, self.optimizations, self.batches, epochs=self.cfg.train.epochs, core=self.net,
                           start_epoch=self.start_epoch, start_step=self.start_step, running=self.running,
                           grad_clip=self.cfg.train.grad_clip, progress=self.progress, precision=self.precision,
                           device_type=self.device.type, sync_gradients=self.sync_gradients,

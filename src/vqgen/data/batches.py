@@ -18,10 +18,12 @@ from vqgen.errors import UsageError
 
 @torch.no_grad()
 def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, *, batch_size: int = 500,
-                device: str | torch.device = "cpu") -> torch.Tensor:
+                device: str | torch.device = "cpu",
+                progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
     """`fn` over `data` in batches on `device`, without gradients; results concatenated on the CPU.
 
     uint8 images are scaled to [0, 1] floats on the device, so only bytes travel.
+    progress: called as progress(done, total) after each batch.
     """
     out = []
     for i in range(0, data.shape[0], batch_size):
@@ -31,6 +33,8 @@ def map_batches(fn: Callable[[torch.Tensor], torch.Tensor], data: torch.Tensor, 
         if x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(fn(x).cpu())
+        if progress is not None:
+            progress(min(i + batch_size, data.shape[0]), data.shape[0])
     return torch.cat(out) if out else torch.zeros(0)
 
 

@@ -1,15 +1,16 @@
 """Where data comes from: what the user named, resolved once into a `DatasetSource`, and its images listed.
 
-`KINDS` is the table of source kinds: a Hub id, and three layouts of a local folder (MNIST's IDX files,
-a Hub-layout folder of parquet files, a folder of images), tried in that order. Each kind says how its
-folder is recognised, which known dataset a folder is a copy of, the shape to train it at, and how its
-splits are listed for decoding (a `Listing`).
+`KINDS` is the table of source kinds: a Hub id, a copy shipped inside the package (MNIST: `mnist`), and
+three layouts of a local folder (MNIST's IDX files, a Hub-layout folder of parquet files, a folder of
+images), tried in that order. Each kind says how its folder is recognised, which known dataset a folder is
+a copy of, the shape to train it at, and how its splits are listed for decoding (a `Listing`).
 """
 
 from __future__ import annotations
 
 import collections
 import gzip
+import lzma
 import math
 import os
 import socket
@@ -30,6 +31,10 @@ SHORT_NAMES = {
     "mnist": "ylecun/mnist",
     "anime-faces": "DrishtiSharma/Anime-Face-Dataset",
 }
+# Short names read from a copy inside the package (no network), and its folder; a run records the source as
+# "vqgen:mnist", which resolves to the installed copy wherever vqgen is. The Hub id still reads the Hub's.
+PACKAGED = {"mnist": Path(__file__).resolve().parent.parent / "resources" / "mnist"}
+PACKAGED_PREFIX = "vqgen:"
 # (size, channels) the known datasets are trained at; other data at MNIST's if grayscale, else the faces'.
 NATIVE_SHAPE = {"mnist": (28, 1), "anime-faces": (96, 3)}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -160,8 +165,10 @@ def resolve_dataset(name: str) -> DatasetSource:
     if not str(name).strip():
         raise UsageError("`dataset` is empty; give mnist, anime-faces, a Hub id or a folder")
     path = Path(name).expanduser()
+    if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX):] in PACKAGED:
+        return _packaged(name[len(PACKAGED_PREFIX):])
     if name in SHORT_NAMES and not path.is_dir():   # a folder of that name wins, as in datasets.load_dataset
-        return DatasetSource("hub", SHORT_NAMES[name], name)
+        return _packaged(name) if name in PACKAGED else DatasetSource("hub", SHORT_NAMES[name], name)
     if path.exists():
         if not path.is_dir():
             raise UsageError(f"`dataset` {name}: is a file; give the folder that holds the dataset")
@@ -178,6 +185,15 @@ def resolve_dataset(name: str) -> DatasetSource:
     known = ", ".join(SHORT_NAMES)
     raise UsageError(f"`dataset` {name}: no such folder and not a dataset name; use {known}, "
                      "a Hub id such as ylecun/mnist, or a path to a local folder")
+
+
+def _packaged(short: str) -> DatasetSource:
+    """The copy of a known dataset shipped inside the package."""
+    files = _list_files(PACKAGED[short])
+    if not files:
+        raise DatasetError(f"vqgen's own copy of {short} is missing from {PACKAGED[short]}; reinstall vqgen, "
+                           f"or use the Hub's copy: `dataset` {SHORT_NAMES[short]}")
+    return DatasetSource("packaged", PACKAGED_PREFIX + short, short, files)
 
 
 def probe_shape(src: DatasetSource) -> tuple[int, int]:
@@ -233,13 +249,18 @@ def _list_image_folder(src: DatasetSource) -> Listing:
 # --------------------------------------------------------------------------- MNIST's IDX files
 
 
+def _idx_open(path: Path):
+    """An IDX file as it was downloaded (.gz), compressed with xz (.xz: vqgen's own copy), or plain."""
+    return {".gz": gzip.open, ".xz": lzma.open}.get(path.suffix, open)(path, "rb")
+
+
 def _idx_dims(path: Path) -> tuple[int, ...] | None:
     try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        with _idx_open(path) as f:
             head = f.read(16)
         ndim = head[3]
         return struct.unpack(">" + "I" * ndim, head[4:4 + 4 * ndim])
-    except (OSError, EOFError, struct.error, IndexError):
+    except (OSError, EOFError, lzma.LZMAError, struct.error, IndexError):
         return None
 
 
@@ -251,9 +272,9 @@ def _idx_known(folder: Path, files: list[Path]) -> str | None:
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
     """An IDX file's uint8 array, checked: magic number, dimensions, length."""
     try:
-        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        with _idx_open(path) as f:
             data = f.read()
-    except (OSError, EOFError, zlib.error) as e:
+    except (OSError, EOFError, zlib.error, lzma.LZMAError) as e:
         raise DatasetError(f"{path}: not a readable IDX file ({short_error(e)}); download it again") from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] != 0x08 or data[3] != ndim:
         raise DatasetError(f"{path}: not an IDX file of {ndim}-d unsigned bytes (bad header); download it again")
@@ -429,6 +450,7 @@ def _list_hub(src: DatasetSource) -> Listing:
 # A local folder is of the first kind here whose `detect` accepts its files.
 KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     SourceKind("hub", _list_hub, _hub_shape),
+    SourceKind("packaged", _list_idx, lambda src: NATIVE_SHAPE[src.known]),   # no detect: named, not found
     SourceKind("idx", _list_idx, lambda src: NATIVE_SHAPE["mnist"], known=_idx_known,
                detect=lambda files: any("idx3-ubyte" in p.name for p in files)),
     SourceKind("hub-folder", _list_hub, _hub_shape, known=_known_from_card,

@@ -68,6 +68,11 @@ class Model(nn.Module):
         A model that is compiled should keep what it derives from `step` in a tensor, not a Python
         number, so that the compiled forward is not rebuilt every step."""
 
+    def sample(self, n: int, *, generator: torch.Generator | None = None, **options) -> torch.Tensor:
+        """A model with the operation "sample": n new images in [0, 1], or code grids that its parent decodes
+        (a model trained on codes); `options` as its spec's `sample_options` and `sample_defaults` list them."""
+        raise NotImplementedError
+
     def reset_metrics(self) -> None:
         """Start counting the per-epoch figures afresh."""
 

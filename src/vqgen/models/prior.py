@@ -260,6 +260,7 @@ def code_grids(data: ParentData) -> tuple[torch.Tensor, torch.Tensor | None, tor
 register(ModelSpec(
     name="prior", display_name="prior", model_class=CodePrior, config_class=PriorConfig,
     defaults=defaults, pictures=pictures, trains_on="codes", operations=frozenset({"sample"}),
+    scores=frozenset({"samples"}),
     sample_options=("labels", "temperature", "top_k", "guidance"),
     sample_defaults={"temperature": PRIOR_TEMPERATURE, "top_k": 0, "guidance": None},
     sample_starts={"guidance": PRIOR_GUIDANCE},
@@ -269,5 +270,5 @@ register(ModelSpec(
     description="a sampler for a VQ-VAE: a causal transformer over its code grids, by class where labelled",
     figures=(Figure("bits_per_code", "NLL", fmt="{:.3f}", unit="bits per code", short="bits/code", headline=True,
                     shown=True, panel="bits per code", log=False),),
-    classes=lambda config: config.num_classes, settle=settle, from_parent=code_grids,
+    settle=settle, from_parent=code_grids,
 ))

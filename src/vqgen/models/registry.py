@@ -15,6 +15,12 @@ Operations a spec can list:
   can learn over them;
 - "sample": it draws new data itself (`sample(n, **options)`): images, or,
   for a model that trains on codes, code grids that its parent decodes.
+
+What `vqgen score` measures of a model's runs is declared too (`scores`):
+"reconstructions" of held-out images (PSNR, SSIM, rFID), for a model that
+reconstructs; "samples" (gFID, KID and, by class, the share read as the class
+asked), for a model that samples, or one with codes that samples through a
+model trained on them.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from vqgen.errors import UsageError
 from vqgen.settings import build
 
 OPERATIONS = frozenset({"reconstruct", "interpolate", "encode", "codes", "sample"})
+SCORES = ("reconstructions", "samples")   # what `vqgen score` can measure, in the order it reports them
 
 
 @dataclass(frozen=True)
@@ -116,11 +123,13 @@ class ModelSpec:
     gpu_defaults: dict = field(default_factory=dict)   # training settings on a GPU: bigger batches keep it busy
     description: str = ""                       # one line for --help
     figures: tuple[Figure, ...] = ()            # what it reports beyond "loss", headline first
-    classes: Callable[[Any], int] = lambda config: 0   # classes its labels condition it on (0: it takes no labels)
     # A model with trains_on="codes": the settings its parent's codes decide, over the file and flags
     # (shape: a CodeShape), and its training data, (train_x, train_y, test_x), from a ParentData.
     settle: Callable[[Any, dict], dict] = lambda shape, values: values
     from_parent: Callable[[ParentData], tuple] | None = None
+    # What `vqgen score` measures of its runs (of SCORES): "reconstructions" (with "reconstruct"), "samples"
+    # (with "sample", or "codes" that a model trained on them samples through). None: nothing.
+    scores: frozenset = field(default_factory=frozenset)
 
     def __post_init__(self):
         unknown = set(self.operations) - OPERATIONS
@@ -132,6 +141,13 @@ class ModelSpec:
             raise ValueError(f"model {self.name} trains on codes: it needs `from_parent`")
         if sum(f.headline for f in self.figures) > 1:
             raise ValueError(f"model {self.name}: at most one headline figure")
+        needs = {"reconstructions": ("reconstruct",), "samples": ("sample", "codes")}
+        for what in self.scores:
+            if what not in needs:
+                raise ValueError(f"model {self.name}: unknown score {what!r} (known: {', '.join(SCORES)})")
+            if not any(self.can(op) for op in needs[what]):
+                raise ValueError(f"model {self.name}: scoring {what} needs the operation "
+                                 f"{' or '.join(needs[what])}")
 
     @property
     def headline(self) -> Figure:
@@ -147,6 +163,11 @@ class ModelSpec:
 
     def can(self, operation: str) -> bool:
         return operation in self.operations
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """What `vqgen score` measures of its runs, in the order it reports them."""
+        return tuple(what for what in SCORES if what in self.scores)
 
 
 LOSS = Figure("loss", "loss", panel="loss")   # every model's: what the trainer minimises

@@ -160,6 +160,7 @@ register(ModelSpec(
     name="vae", display_name="VAE", model_class=VAE, config_class=VAEConfig,
     defaults=defaults, pictures=pictures,
     operations=frozenset({"reconstruct", "interpolate", "encode", "sample"}),
+    scores=frozenset({"reconstructions", "samples"}),
     sample_options=("sampler", "temperature"), sample_defaults={"sampler": "prior", "temperature": 1.0},
     keeps_latents=True,
     # The seed's batch of 64 leaves a GPU waiting (9,525 faces/s on an H100 in vqgen 0.1, 33,976 at 256);
