@@ -37,6 +37,7 @@ def test_every_kind_in_the_table_resolves_and_has_its_shape(mnist_idx, face_fold
         "idx": D.resolve_dataset(str(mnist_idx)),
         "hub-folder": D.resolve_dataset(str(hub_folder)),
         "images": D.resolve_dataset(str(face_folder)),
+        "packaged": D.resolve_dataset("mnist"),   # the copy inside vqgen
     }
     assert set(resolved) == set(D.KINDS)
     for kind, src in resolved.items():
@@ -46,6 +47,7 @@ def test_every_kind_in_the_table_resolves_and_has_its_shape(mnist_idx, face_fold
     assert D.probe_shape(resolved["idx"]) == (28, 1)
     assert D.probe_shape(resolved["hub-folder"]) == D.NATIVE_SHAPE["mnist"]
     assert D.probe_shape(resolved["images"]) == (28, 1)   # its first readable image is grayscale
+    assert resolved["packaged"].label == "mnist" and D.probe_shape(resolved["packaged"]) == (28, 1)
     assert D.probe_shape(D.resolve_dataset("anime-faces")) == (96, 3)
 
 
