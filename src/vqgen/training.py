@@ -222,7 +222,11 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         # The batches keep one shape: cuDNN may time its kernels once and keep the fastest.
         with denormals_flushed(), cudnn_benchmark(device.type == "cuda"):
             session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True))
-            return session.run(out, name)
+            result = session.run(out, name)
+        # Every rank done (rank 0 draws the curves last) before the group is torn down: a rank that tore it
+        # down while another still used it aborted now and then ("terminate called without an active exception").
+        distributed.barrier(ranks)
+        return result
     finally:
         distributed.leave()
 
