@@ -81,6 +81,15 @@ class Command(typer.core.TyperCommand):
 QUIET = typer.Option(False, "--quiet", "-q", help="Print only what was written (the path or JSON) and errors.")
 RUN = typer.Option(None, "--run", "-r", show_default="the latest run that can, else the ready-trained one",
                    help="Run directory, .safetensors file, or ready:vqvae-mnist (shipped with vqgen).")
+DEVICE = typer.Option(None, "--device", show_default="auto", help="auto (a GPU if there is one), cpu, cuda or mps.")
+# How samples are drawn: `sample` draws them, `score` scores them.
+SAMPLER = typer.Option(None, "--sampler", show_default="prior",
+                       help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents).")
+TEMPERATURE = typer.Option(None, "--temperature", "-t", show_default="the model's own",
+                           help="Below 1: safer samples; above 1: more varied.")
+TOP_K = typer.Option(None, "--top-k", show_default="0: all", help="VQ-VAE prior: draw only from the k likeliest codes.")
+GUIDANCE = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
+                        help="VQ-VAE prior: how strongly samples follow their class (1: none).")
 A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
 B = typer.Argument(..., metavar="B", help="End: same forms as the start.")
 SPACE = typer.Option(None, "--space", show_default="pre", help="VQ-VAE: interpolate before quantisation (pre) or after (post).")
@@ -182,8 +191,7 @@ def train(
                                              help="Images per batch."),
     lr: Optional[float] = typer.Option(None, "--lr", show_default="0.01; vae 0.001; prior 0.02 (large grids: 0.003)",
                                        help="Peak learning rate."),
-    device: Optional[str] = typer.Option(None, "--device", show_default="auto",
-                                         help="auto (a GPU if there is one), cpu, cuda or mps."),
+    device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, "--seed", show_default="0",
                                        help="Random seed: same seed, same run on a CPU."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs",
@@ -307,14 +315,10 @@ def sample(
     digit: Optional[int] = typer.Option(None, "--digit", show_default="every class in turn",
                                         help="Only this digit (class-conditional prior)."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Only this class, by name."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", show_default="prior",
-                                          help="VAE: prior (z ~ N(0, I)) or mix (blends of training latents)."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="the model's own",
-                                                help="Below 1: safer samples; above 1: more varied."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", show_default="0: all",
-                                        help="VQ-VAE prior: draw only from the k likeliest codes."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
-                                             help="VQ-VAE prior: how strongly samples follow their class (1: none)."),
+    sampler: Optional[str] = SAMPLER,
+    temperature: Optional[float] = TEMPERATURE,
+    top_k: Optional[int] = TOP_K,
+    guidance: Optional[float] = GUIDANCE,
     seed: int = typer.Option(0, "--seed", help="Random seed."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="RUN/samples_ARGS.png", help="PNG grid to write."),
     frames: Optional[Path] = typer.Option(None, "--frames", help="Also write each sample as its own PNG into this folder."),
@@ -358,15 +362,11 @@ def score(
     n: int = typer.Option(1000, "--n", help="Reconstructions or samples to score, against as many real images "
                                             "(10 to 50,000); FIDs compare at the same n only."),
     again: bool = typer.Option(False, "--again", help="Score anew where scores.json has these settings already."),
-    device: Optional[str] = typer.Option(None, "--device", show_default="auto",
-                                         help="auto (a GPU if there is one), cpu, cuda or mps."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", show_default="the model's own",
-                                          help="VAE samples: prior (z ~ N(0, I)) or mix."),
-    temperature: Optional[float] = typer.Option(None, "--temperature", "-t", show_default="the model's own",
-                                                help="Temperature of the samples."),
-    top_k: Optional[int] = typer.Option(None, "--top-k", show_default="0: all", help="Prior: the k likeliest codes."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
-                                             help="Prior: how strongly samples follow their class (1: none)."),
+    device: Optional[str] = DEVICE,
+    sampler: Optional[str] = SAMPLER,
+    temperature: Optional[float] = TEMPERATURE,
+    top_k: Optional[int] = TOP_K,
+    guidance: Optional[float] = GUIDANCE,
     network: Optional[str] = typer.Option(None, "--network", show_default="each that fits the data",
                                           help="inception or digits alone (digits: 28x28 digits only)."),
     as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
