@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from vqgen import __version__
 from vqgen.errors import UsageError
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ def score(model, n: int, *, again: bool, device: str | None, seed: int, given: d
                                seed, progress)
             stored = {**want, **entry, "network_description": S.NETWORKS.get(network, "none: pixels compared"),
                       "dataset": model.config.train.dataset, "run": runs.run_label(job.run.run_dir),
-                      "vqgen_version": _version(), "when": _now()}
+                      "vqgen_version": __version__, "when": _now()}
             kept = [e for e in runs.read_scores(job.run.run_dir) if not _same_settings(e, want)]
             runs.write_scores(job.run.run_dir, kept + [stored])
             stored = {**stored, "stored": False}
@@ -113,12 +114,6 @@ def ssim_function():
     except ImportError:
         return None
     return structural_similarity_index_measure
-
-
-def _version() -> str:
-    from vqgen import __version__
-
-    return __version__
 
 
 def _now() -> str:
