@@ -208,7 +208,11 @@ def train_planned(plan_file: PathLike) -> "TrainResult":
 def load(path: PathLike | None = None, *, device: str = "cpu", log: Log = _quiet) -> "Model":
     """A trained model from a run directory, a `model.safetensors` file, the result of `vqgen.train`, or
     `"ready:vqvae-mnist"` (a ready-trained model shipped with vqgen). None: the newest run under ./runs,
-    else the ready-trained VQ-VAE, as the commands choose (`log` says which)."""
+    else the ready-trained VQ-VAE, as the commands choose (`log` says which).
+
+    A run directory gives its best epoch's weights (best.safetensors: by the held-out headline figure), as
+    the commands use; `model.checkpoint.epoch` says which epoch, and a run's model.safetensors file its
+    latest."""
     from vqgen import runs
 
     if path is None:
@@ -229,8 +233,13 @@ def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, dev
         accept += [s for s in models.with_operation("codes") if s not in accept]
     if run is None:
         run = runs.find_latest_run(accept, Path(runs_dir), ready=True)
-        log(runs.using(run))
-    return runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
+        ckpt = runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
+        log(runs.using(run, ckpt))
+        return ckpt
+    ckpt = runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
+    if ckpt.is_earlier_best:   # say which weights of the run are used where they are not its latest
+        log(f"Using {runs.run_label(ckpt.run_dir)}: {runs.which_epoch(ckpt)}")
+    return ckpt
 
 
 def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
@@ -348,8 +357,11 @@ class Model:
         from vqgen import runs
 
         ops = ", ".join(sorted(self.spec.operations)) or "none"
-        return (f"<vqgen.Model {self.spec.display_name} from {runs.run_label(self.checkpoint.path)}, "
-                f"{self.checkpoint.epoch} epochs on {self.config.train.dataset}; can: {ops}>")
+        ckpt = self.checkpoint
+        epochs = f"epoch {ckpt.epoch} of {ckpt.latest_epoch} (its best)" if ckpt.is_earlier_best else \
+            f"{ckpt.epoch} epochs"
+        return (f"<vqgen.Model {self.spec.display_name} from {runs.run_label(ckpt.path)}, "
+                f"{epochs} on {self.config.train.dataset}; can: {ops}>")
 
     def _require(self, operation: str) -> None:
         if not self.spec.can(operation):
@@ -526,7 +538,7 @@ class Model:
         from vqgen import runs
 
         path = self.run_dir / runs.METRICS
-        return runs.read_metrics(path, upto_epoch=self.checkpoint.epoch) if path.is_file() else []
+        return runs.read_metrics(path, upto_epoch=self.checkpoint.run_epoch) if path.is_file() else []
 
     @property
     def sampler_run(self) -> Path:

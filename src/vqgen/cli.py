@@ -466,6 +466,8 @@ def info(
     t.add_row("model", summary["model_name"])
     t.add_row("trained on", f"{summary['dataset']} ({summary['dataset_source']})")
     t.add_row("epochs", f"{summary['epochs_done']} of {summary['epochs']}")
+    w = summary["weights"]   # which weights the commands use: a run's best epoch's
+    t.add_row("weights used", w["note"] or (f"epoch {w['epoch']}, the latest" if w["epoch"] is not None else w["file"]))
     t.add_row("parameters", f"{summary['parameters']:,}")
     t.add_row("vqgen", summary["vqgen_version"])
     for k, v in summary["config"]["model_config"].items():
@@ -497,7 +499,8 @@ def _megabytes(n: int) -> str:
 def runs_cmd(
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Folder that holds the run directories."),
     as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
-    clean: bool = typer.Option(False, "--clean", help="Remove runs that never finished an epoch (asks first)."),
+    clean: bool = typer.Option(False, "--clean", help="Remove runs that never finished an epoch (asks first); "
+                               "runs being trained, or written to in the last 10 minutes, are kept."),
     yes: bool = typer.Option(False, "--yes", "-y", help="With --clean: do not ask."),
 ) -> None:
     """The runs in a folder: model, data, epochs, best held-out figure, size and status."""

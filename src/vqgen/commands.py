@@ -429,11 +429,13 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
     """What a run or checkpoint is: model, data, settings, size, metrics."""
     from vqgen import runs
 
-    ckpt = runs.load_checkpoint(_any_run(run, log))
+    ckpt = runs.load_checkpoint(_any_run(run, log))   # the weights the commands use: a run's best epoch's
     summary = {"path": str(ckpt.path), "model": ckpt.kind, "model_name": ckpt.spec.display_name,
                "vqgen_version": ckpt.version, "parameters": sum(p.numel() for p in ckpt.model.parameters()),
                "dataset": ckpt.config.train.dataset, "dataset_source": ckpt.info.get("dataset_source"),
-               "epochs_done": ckpt.info.get("epoch"), "epochs": ckpt.config.train.epochs,
+               "epochs_done": ckpt.run_epoch if "epoch" in ckpt.info else None, "epochs": ckpt.config.train.epochs,
+               "weights": {"file": ckpt.path.name, "epoch": ckpt.info.get("epoch"), "latest": not ckpt.is_earlier_best,
+                           "note": runs.which_epoch(ckpt) if ckpt.is_earlier_best else ""},
                "metrics": ckpt.info.get("metrics", {}), "config": ckpt.config.to_dict()}
     if ckpt.spec.can("codes"):   # sizes that follow from the quantiser's settings (fsq: its levels)
         summary["codes"] = {"codebook_size": ckpt.model.codebook_size, "grid": ckpt.model.latent_grid}
@@ -465,23 +467,34 @@ def _columns(specs: list) -> list[tuple[str, str, object]]:
 
 def _best(rows: list[dict], spec) -> tuple[str, float] | None:
     """The run's best held-out headline figure (its model's, else the loss): the lowest, or the highest where
-    higher is better."""
-    from vqgen.models.registry import LOSS
+    higher is better; the epoch whose weights the run keeps as its best (`runs.best_row`)."""
+    from vqgen import runs
 
-    for figure in ((spec.headline,) if spec is not None else ()) + (LOSS,):
-        values = [r[f"test_{figure.name}"] for r in rows if isinstance(r.get(f"test_{figure.name}"), (int, float))]
-        if values:
-            return figure.short or figure.label, (min if figure.lower_is_better else max)(values)
-    return None
+    found = runs.best_row(rows, spec)
+    if found is None:
+        return None
+    figure, row = found
+    return figure.short or figure.label, row[f"test_{figure.name}"]
 
 
 def _size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file() and not p.is_symlink())
+    """The bytes of a run's files, a file linked twice (best.safetensors) counted once, its lock file not."""
+    from vqgen import runs
+
+    seen, total = set(), 0
+    for p in Path(path).rglob("*"):
+        if p.is_file() and not p.is_symlink() and p.name != runs.LOCK:
+            st = p.stat()
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
 
 
 def list_runs(runs_dir: Path = Path("runs")) -> Report:
-    """Every run under `runs_dir`: model, data, epochs, best held-out figure, size and status."""
-    from vqgen import models, runs
+    """Every run under `runs_dir`: model, data, epochs, best held-out figure, size and status ("training" while
+    a process holds it)."""
+    from vqgen import locks, models, runs
 
     out = []
     for s in runs.list_runs(runs_dir):
@@ -500,6 +513,8 @@ def list_runs(runs_dir: Path = Path("runs")) -> Report:
             cfg = json.loads(s.meta["config"])
         best = _best(rows, spec)
         status = "finished" if s.finished else ("interrupted" if s.usable else "no finished epoch")
+        if locks.holder(s.path) is not None:
+            status = "training"
         out.append({"run": s.path.name, "path": str(s.path), "model": spec.display_name if spec else (s.model or "?"),
                     "data": (cfg.get("train") or {}).get("dataset", ""), "epochs": s.epoch, "of": s.epochs,
                     "best": {"figure": best[0], "value": best[1]} if best else None,
@@ -508,29 +523,78 @@ def list_runs(runs_dir: Path = Path("runs")) -> Report:
     return Report(Path(runs_dir), data={"runs": out})
 
 
-def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], bool] = lambda names: True) -> Report:
-    """Remove the runs that never finished an epoch (after `confirm(names)`), and stale temporary files."""
-    import shutil
-
+def _record_written(run_dir: Path) -> float | None:
+    """When a trainer last wrote the run's record (steps.csv, TensorBoard's events, a mid-epoch state), as a
+    time stamp; None where it has none. A trainer writes them within a minute while it trains."""
     from vqgen import runs
-    from vqgen.files import remove_stale_temps
+    from vqgen.tracking import STEPS
 
-    doomed = [s.path for s in runs.list_runs(runs_dir) if not s.usable]
+    times = []
+    for p in Path(run_dir).iterdir():
+        if p.name in (STEPS, runs.INTERRUPTED) or p.name.startswith("events.out.tfevents."):
+            try:
+                times.append(p.stat().st_mtime)
+            except OSError:
+                pass
+    return max(times) if times else None
+
+
+def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], bool] = lambda names: True,
+               now: float | None = None) -> Report:
+    """Remove the runs that never finished an epoch (after `confirm(names)`), and stale temporary files.
+
+    A run that a process holds (training it: its lock), or that was written to in the last
+    `runs.RECENT_SECONDS` (it may be training on another machine), is kept, and one line says which and why.
+    Each run removed is locked while it goes, so that no training starts in it meanwhile."""
+    import shutil
+    import time
+
+    from vqgen import locks, runs
+    from vqgen.files import remove_stale_temps
+    from vqgen.locks import RunInUse
+
+    now = time.time() if now is None else now
     report = Report(Path(runs_dir))
     temps = sum(remove_stale_temps(s.path) for s in runs.list_runs(runs_dir))
     if temps:
         report.lines.append(f"Removed {temps} temporary files left by killed runs")
-    if not doomed:
-        report.lines.append("No runs to clean: every run has at least one finished epoch")
+    held, kept = [], []
+    try:
+        for s in runs.list_runs(runs_dir):
+            if s.usable:
+                continue
+            try:
+                lock = runs.lock_run(s.path, "vqgen runs --clean, removing it")
+            except RunInUse:
+                holder = locks.holder(s.path)
+                kept.append(f"{s.path.name} (held by {holder.describe() if holder else 'another process'})")
+                continue
+            written = _record_written(s.path)
+            if written is not None and now - written < runs.RECENT_SECONDS:
+                lock.release()
+                kept.append(f"{s.path.name} (its record written {max(now - written, 0) / 60:.0f} min ago)")
+                continue
+            held.append((s.path, lock))
+        if kept:
+            report.lines.append(f"Kept {len(kept)} run{'s' if len(kept) > 1 else ''} in use or written to in the last "
+                                f"{runs.RECENT_SECONDS // 60} minutes, perhaps training now: {', '.join(kept)}")
+        if not held:
+            if not kept:
+                report.lines.append("No runs to clean: every run has at least one finished epoch")
+            return report
+        doomed = [p for p, _ in held]
+        if not confirm([p.name for p in doomed]):
+            report.lines.append("Nothing removed")
+            return report
+        for p in doomed:
+            shutil.rmtree(p)
+        report.lines.append(f"Removed {len(doomed)} runs that never finished an epoch: "
+                            f"{', '.join(p.name for p in doomed)}")
+        report.data = {"removed": [str(p) for p in doomed]}
         return report
-    if not confirm([p.name for p in doomed]):
-        report.lines.append("Nothing removed")
-        return report
-    for p in doomed:
-        shutil.rmtree(p)
-    report.lines.append(f"Removed {len(doomed)} runs that never finished an epoch: {', '.join(p.name for p in doomed)}")
-    report.data = {"removed": [str(p) for p in doomed]}
-    return report
+    finally:
+        for _, lock in held:
+            lock.release()
 
 
 def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) -> Report:

@@ -197,7 +197,8 @@ class Page:
         m = self.model(run)
         c, h, w = m.image_shape
         rows = m.metrics()
-        last = rows[-1] if rows else {}
+        ckpt = m.checkpoint   # the run's best epoch, which may come before its latest
+        last = next((r for r in rows if r.get("epoch") == ckpt.epoch), rows[-1] if rows else {})
         figures = ", ".join(f"{f.label} {f.format(last[f'test_{f.name}'])}" for f in m.spec.figures
                             if f.shown and isinstance(last.get(f"test_{f.name}"), (int, float)))
         can = ", ".join(sorted(m.spec.operations)) or "sample"
@@ -207,7 +208,9 @@ class Page:
             scores = score_summary(m.scores())   # what `vqgen score` kept with the run
         except VQGenError:   # a damaged scores.json leaves them out of the line
             scores = ""
-        return (f"**{m.spec.display_name}**, {m.checkpoint.epoch} epochs on `{Path(str(m.config.train.dataset)).name}`; "
+        epochs = f"epoch {ckpt.epoch} of {ckpt.latest_epoch} (its best)" if ckpt.is_earlier_best else \
+            f"{ckpt.epoch} epochs"
+        return (f"**{m.spec.display_name}**, {epochs} on `{Path(str(m.config.train.dataset)).name}`; "
                 f"{w}x{h} {'grey' if c == 1 else 'colour'} images. Held out: {figures or 'none yet'}. "
                 + (f"Scores: {scores}. " if scores else "") + f"Can: {can}.")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vqgen import data as D
-from vqgen import models, runs
+from vqgen import distributed, models, runs
 from vqgen.config import RunConfig, TrainConfig, read_yaml, resolve_config, split_settings
 from vqgen.errors import UsageError
 from vqgen.files import remove_stale_temps
@@ -50,6 +50,12 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     data_label: str = ""                     # how the dataset reads in a run's name: "mnist" for any copy of it
     source: D.DatasetSource | None = None    # the dataset, resolved once (None: resolved when it is loaded)
+    locks: list = field(default_factory=list)   # the run folder's lock (locks.FolderLock) while it trains
+
+    def release(self) -> None:
+        """Let go of the run folder's lock."""
+        while self.locks:
+            self.locks.pop().release()
 
 
 def _parent_shape(parent: runs.Checkpoint) -> models.CodeShape:
@@ -77,7 +83,8 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
         parents = models.with_operation("codes")
         parent_dir = Path(parent_run) if parent_run else runs.find_latest_run(parents, runs_dir, ready=True)
         parent = runs.load_checkpoint(parent_dir, accept=parents)
-        log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {runs.run_label(parent.run_dir)}")
+        log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {runs.run_label(parent.run_dir)}"
+            + (f": {runs.which_epoch(parent)}" if parent.is_earlier_best else ""))
         cfg = resolve_config(model, _parent_shape(parent), file_values=file_values,
                              flags={**flags, "dataset": parent.config.train.dataset}, file_name=config_file,
                              device_type=device.type)
@@ -106,13 +113,35 @@ def _parent_source(source: str) -> D.DatasetSource | None:
         return None
 
 
+RESUME_UNWRITABLE = ("a run trains only where it can save its checkpoints: copy it to a folder you can write and "
+                     "resume the copy")
+
+
 def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
+    """Reopen a run, holding its folder's lock first (one process trains a run at a time; under torchrun, the
+    first process holds it), as `_plan_resume` says. The plan keeps the lock: `Plan.release` lets go."""
+    run_dir = runs.run_dir_of(resume)
+    lock = None
+    if distributed.launched_rank() == 0 and run_dir.is_dir():
+        lock = runs.lock_run(run_dir, "training it", RESUME_UNWRITABLE)
+    try:
+        plan = _plan_resume(resume, flags, given, log)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    if lock is not None:
+        plan.locks.append(lock)
+    return plan
+
+
+def _plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
     """Reopen a run; apply the flags it can take (APPLIED_ON_RESUME: how long, where and how fast it trains)
     and refuse every other."""
     run_dir = runs.run_dir_of(resume)
     remove_stale_temps(run_dir)
     try:
-        ckpt = runs.load_checkpoint(run_dir)
+        ckpt = runs.load_checkpoint(run_dir, weights="latest")
     except UsageError:
         if (run_dir / runs.WEIGHTS).exists() or not (run_dir / runs.CONFIG).is_file():
             raise
@@ -151,6 +180,7 @@ def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
             (run_dir / runs.INTERRUPTED).unlink()
         plan.weights = ckpt.model.state_dict()
         plan.resume = {**runs.load_resume(run_dir, committed), "step": 0}
+        runs.reconcile_best(run_dir, spec, committed)
         plan.notes.append(f"Resuming {run_dir} at epoch {committed + 1} of {cfg.train.epochs}")
     if plan.resume["epoch"] >= cfg.train.epochs and plan.resume["step"] == 0:
         raise UsageError(f"{run_dir} has already trained {plan.resume['epoch']} of {cfg.train.epochs} epochs; "

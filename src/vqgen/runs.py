@@ -7,6 +7,12 @@ overwritten) and holds:
 - `model.safetensors`: the weights after the last finished epoch, with the
   model's name, configuration, dataset and vqgen version in the metadata, so
   the file alone loads;
+- `best.safetensors`, where the latest epoch is not the run's best: the
+  weights of the epoch with the best held-out headline figure (the model's
+  `headline`, else the loss; the later epoch on a tie). Where it is absent,
+  `model.safetensors` is the best too. Commands and `vqgen.load` use the best
+  weights of a run folder; `--resume` continues from the latest. Weights are
+  written with the umask's mode (0644 as a rule), like every other file;
 - `resume.pt`: the state of every optimizer ("optimizer", or "optimizers" by parameter group), epoch and
   RNG state of that epoch, plain tensors and
   numbers that `torch.load(..., weights_only=True)` reads;
@@ -16,11 +22,16 @@ overwritten) and holds:
   step, so that `--resume` continues from it;
 - `latents.safetensors`: training latents, for models that sample from them;
 - `scores.json`: what `vqgen score` measured, with the settings that produced
-  each figure (the samples of a VQ-VAE are kept with the prior that drew them).
+  each figure (the samples of a VQ-VAE are kept with the prior that drew them);
+- `.vqgen.lock`, while a process trains the run (locks.py): who holds it. A
+  second trainer is refused, and `vqgen runs --clean` leaves the run alone.
 
 An epoch is committed as one transaction. Its resume state is staged
-(`resume.next.pt`), its metrics written, then its weights, the commit point,
-and then the staged state takes its place. On load the weights' epoch decides:
+(`resume.next.pt`), its metrics written, then (for an epoch worse than the
+best, where the best was the latest) the best weights kept as
+`best.safetensors`, then its weights, the commit point, then
+`best.safetensors` removed where this epoch is the best, and then the staged
+state takes its place. On load the weights' epoch decides:
 resume state and metrics are reconciled to it, so `info` and `--resume` never
 disagree, even after `kill -9` in the middle of a write. Every file is written
 under a temporary name and renamed; temporary files left by a killed process
@@ -44,8 +55,12 @@ from vqgen import __version__, models
 from vqgen.config import RunConfig
 from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError
 from vqgen.files import atomic_write, remove_stale_temps, slug
+from vqgen.locks import LOCK_NAME, FolderLock
 
 WEIGHTS = "model.safetensors"
+BEST = "best.safetensors"          # the run's best epoch's weights, where its latest is not its best
+LOCK = LOCK_NAME                   # held by the process that trains the run
+RECENT_SECONDS = 10 * 60           # a run whose record was written this recently may be training: --clean keeps it
 RESUME = "resume.pt"
 RESUME_STAGED = "resume.next.pt"
 INTERRUPTED = "interrupted.pt"
@@ -119,6 +134,7 @@ class Checkpoint:
     config: RunConfig
     info: dict
     version: str
+    latest_epoch: int | None = None   # the run's latest epoch, where these weights are its best (BEST)
 
     @property
     def run_dir(self) -> Path:
@@ -140,13 +156,45 @@ class Checkpoint:
     def class_names(self) -> list[str] | None:
         return self.info.get("class_names")
 
+    @property
+    def run_epoch(self) -> int:
+        """The run's latest epoch (that of these weights, unless they are its earlier best)."""
+        return self.latest_epoch if self.latest_epoch is not None else self.epoch
+
+    @property
+    def is_earlier_best(self) -> bool:
+        """These are the run's best weights, of an epoch before its latest."""
+        return self.latest_epoch is not None and self.latest_epoch != self.epoch
+
+
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux shows it (os.umask sets it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _save_safetensors(tensors: dict, path: Path, metadata: dict | None = None) -> None:
+    """A safetensors file written whole under its name, with the mode the umask gives a new file (safetensors
+    writes 0600: colleagues in a shared folder could not read the weights)."""
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())
+    atomic_write(path, write)
+
 
 def save_weights(path: Path, model: torch.nn.Module, config: RunConfig, info: dict) -> None:
     """`model.safetensors` with everything needed to rebuild the model in its metadata."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "vqgen_model": config.model, "vqgen_version": __version__,
             "config": config.to_json(), "info": json.dumps(info)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    _save_safetensors(tensors, path, meta)
 
 
 def read_metadata(path: Path) -> dict:
@@ -196,12 +244,14 @@ def describe_kinds(accept: list[models.ModelSpec]) -> str:
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu",
-                    accept: list[models.ModelSpec] | None = None) -> Checkpoint:
+                    accept: list[models.ModelSpec] | None = None, weights: str = "best") -> Checkpoint:
     """Rebuild the model in `path` (a run directory or a .safetensors file).
 
     `accept`: the models this use needs; another one is refused by name.
+    `weights`, for a run directory: "best", the weights of its best epoch (best.safetensors, where it has one),
+    or "latest" (model.safetensors, what --resume continues).
     """
-    path = weights_path(path)
+    path = weights_path(path, weights)
     meta = read_metadata(path)
     config, info = _config_from_meta(path, meta)
     spec = models.get(config.model)
@@ -219,12 +269,21 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu",
         raise CheckpointError(f"{path}: weights do not load ({str(e).splitlines()[0][:80]}); "
                               "the file is damaged") from None
     model.to(device).eval()
-    return Checkpoint(path, model, config, info, written)
+    latest = None
+    if path.name == BEST:
+        try:
+            latest = int(json.loads(read_metadata(path.parent / WEIGHTS).get("info", "{}")).get("epoch", 0))
+        except (UsageError, RunError, ValueError, TypeError, AttributeError):
+            latest = None
+    return Checkpoint(path, model, config, info, written, latest)
 
 
-def weights_path(path: Path) -> Path:
+def weights_path(path: Path, weights: str = "latest") -> Path:
+    """The weights file of a run directory (its latest, or with "best" its best epoch's) or the file given."""
     path = resolve_run(path)
     if path.is_dir():
+        if weights == "best" and (path / BEST).is_file() and (path / WEIGHTS).is_file():
+            return path / BEST
         w = path / WEIGHTS
         if not w.is_file():
             why = ("it was stopped before its first epoch ended; resume it with --resume"
@@ -268,14 +327,75 @@ def _torch_load(path: Path) -> dict:
 
 
 def commit_epoch(run_dir: Path, model: torch.nn.Module, config: RunConfig, info: dict, resume_state: dict,
-                 rows: list[dict]) -> None:
-    """Save one finished epoch as a transaction; the weights' rename is the commit point."""
+                 rows: list[dict], best: bool = True) -> None:
+    """Save one finished epoch as a transaction; the weights' rename is the commit point. `best`: the epoch is
+    the run's best (then WEIGHTS holds the best, and BEST goes); else the best weights are kept in BEST before
+    WEIGHTS is replaced, where they were WEIGHTS."""
     run_dir = Path(run_dir)
     _torch_save(run_dir / RESUME_STAGED, resume_state)
     write_metrics(run_dir / METRICS, rows)
+    if not best and not (run_dir / BEST).is_file() and (run_dir / WEIGHTS).is_file():
+        keep_best(run_dir)
     save_weights(run_dir / WEIGHTS, model, config, info)
+    if best:
+        (run_dir / BEST).unlink(missing_ok=True)
     os.replace(run_dir / RESUME_STAGED, run_dir / RESUME)
     (run_dir / INTERRUPTED).unlink(missing_ok=True)
+
+
+def keep_best(run_dir: Path) -> None:
+    """The weights in WEIGHTS kept as BEST, whole: a hard link to the same file (a copy where the file system
+    has no links). WEIGHTS is replaced by a new file when the next epoch commits; BEST stays as it is."""
+    import shutil
+
+    run_dir = Path(run_dir)
+
+    def write(tmp: Path) -> None:
+        try:
+            os.link(run_dir / WEIGHTS, tmp)
+        except OSError:
+            shutil.copy2(run_dir / WEIGHTS, tmp)
+    atomic_write(run_dir / BEST, write)
+
+
+def best_row(rows: list[dict], spec: models.ModelSpec | None) -> tuple[models.Figure, dict] | None:
+    """The epoch (a metrics row) with the run's best held-out headline figure (its model's, else the loss), and
+    that figure: the lowest, or the highest where higher is better; the later epoch on a tie. None: no row has
+    a held-out figure. `vqgen runs` and the best checkpoint pick by this alike."""
+    from vqgen.models.registry import LOSS
+
+    for figure in ((spec.headline,) if spec is not None else ()) + (LOSS,):
+        key = f"test_{figure.name}"
+        found = [r for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]   # not NaN
+        if found:
+            sign = 1 if figure.lower_is_better else -1
+            return figure, min(reversed(found), key=lambda r: sign * r[key])
+    return None
+
+
+def reconcile_best(run_dir: Path, spec: models.ModelSpec, epoch: int) -> None:
+    """After a commit cut off around the weights: where the committed `epoch` is the run's best, WEIGHTS holds
+    the best and a BEST left beside it goes."""
+    run_dir = Path(run_dir)
+    if not (run_dir / BEST).is_file():
+        return
+    found = best_row(read_metrics(run_dir / METRICS, upto_epoch=epoch), spec)
+    if found is not None and found[1].get("epoch") == epoch:
+        (run_dir / BEST).unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- who writes a run
+
+
+def lock_run(run_dir: Path, doing: str, hint: str = "") -> FolderLock:
+    """Take `run_dir`'s lock for this process (training, resuming, removing it), or refuse in one line naming
+    the process that holds it (locks.RunInUse, exit 1). `hint`: what to do where the folder cannot be written."""
+    lock = FolderLock(Path(run_dir), doing)
+    try:
+        return lock.acquire()
+    except OSError as e:
+        raise RunError(f"{run_dir} cannot be written ({e.strerror or e.__class__.__name__})"
+                       + (f"; {hint}" if hint else "")) from None
 
 
 def load_resume(run_dir: Path, epoch: int) -> dict:
@@ -468,15 +588,31 @@ def run_label(run: Path | str) -> str:
     return ready_name(run) or str(run)
 
 
-def using(run: Path) -> str:
-    """The status line of a command that picked `run` itself: which run, and for a ready-trained one, how
-    to train your own."""
+def using(run: Path, ckpt: Checkpoint | None = None) -> str:
+    """The status line of a command that picked `run` itself: which run (and which epoch, where its best is
+    not its latest), and for a ready-trained one, how to train your own."""
     name = ready_name(run)
     if name is None:
-        return f"Using run {run}"
+        return f"Using run {run}" + (f": {which_epoch(ckpt)}" if ckpt is not None and ckpt.is_earlier_best else "")
     spec = models.get(summarize(Path(run)).model)
     train = "vqgen train" + ("" if spec.name == models.DEFAULT_MODEL else f" --model {spec.name}")
     return f"Using the ready-trained {spec.display_name} {name}; train your own: {train}"
+
+
+def which_epoch(ckpt: Checkpoint) -> str:
+    """Which weights of a run a command uses, where they are not its latest: 'its best epoch, 2 of 4 (held-out
+    MSE 0.00213); the latest is in model.safetensors'."""
+    rows = []
+    try:
+        rows = read_metrics(ckpt.run_dir / METRICS, upto_epoch=ckpt.latest_epoch)
+    except RunError:
+        pass
+    found = best_row(rows, ckpt.spec)
+    row = next((r for r in rows if r.get("epoch") == ckpt.epoch), None)
+    figure = f" (held-out {found[0].label} {found[0].format(row[f'test_{found[0].name}'])})" \
+        if found is not None and row is not None and f"test_{found[0].name}" in row else ""
+    return (f"its best epoch, {ckpt.epoch} of {ckpt.latest_epoch}{figure}; the latest epoch's weights are "
+            f"{ckpt.run_dir / WEIGHTS}")
 
 
 def output_dir(run_dir: Path) -> Path:
@@ -559,7 +695,7 @@ def read_metrics(path: Path, upto_epoch: int | None = None) -> list[dict]:
 
 
 def save_latents(run_dir: Path, latents: torch.Tensor) -> None:
-    atomic_write(Path(run_dir) / LATENTS, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp)))
+    _save_safetensors({"latents": latents.contiguous()}, Path(run_dir) / LATENTS)
 
 
 def load_latents(run_dir: Path) -> torch.Tensor | None:

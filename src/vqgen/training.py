@@ -32,9 +32,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import data as D
-from vqgen import distributed, images, models, plots, runs
+from vqgen import distributed, images, memory, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
 from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
+from vqgen.memory import physical_memory
 from vqgen.metrics import RunningMean, psnr
 from vqgen.planning import Plan, plan_new, plan_resume, resolve_device
 from vqgen.progress import TrainProgress
@@ -62,19 +63,21 @@ class TrainResult:
 
 
 def check_fits(spec: models.ModelSpec, config, device: torch.device) -> None:
-    """Refuse a model whose weights and optimizer state would not fit in the device's memory, before allocating."""
+    """Refuse a model whose weights and optimizer state would not fit in the device's memory, before allocating
+    (on the CPU: the memory this process may use, a container's limit where lower than the machine's)."""
     with torch.device("meta"):
         n = sum(p.numel() for p in spec.build(config).parameters())
     need = n * 4 * 4   # float32 weights, gradients and Adam's two moments
     if device.type == "cuda":
-        total = torch.cuda.get_device_properties(device).total_memory
-    elif hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        total, where = torch.cuda.get_device_properties(device).total_memory, "memory here"
     else:
-        return
+        total, where = physical_memory(), "memory here" if not memory.limited_by_cgroup() else \
+            "memory this container may use (its cgroup's limit)"
+        if total is None:
+            return
     if need > total:
-        raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {need / 2**30:.1f} GiB with its "
-                         f"optimizer state, more than the {total / 2**30:.0f} GiB of memory here; choose smaller "
+        raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {memory.size(need)} with its "
+                         f"optimizer state, more than the {memory.size(total)} of {where}; choose smaller "
                          "model settings")
 
 
@@ -229,6 +232,13 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         return result
     finally:
         distributed.leave()
+        plan.release()   # the run folder's lock: one process trains a run at a time
+
+
+# A held-out headline figure worse than the run's best by more than this share of it, epoch after epoch for
+# DIVERGED_EPOCHS epochs, is said in one warning (training goes on; the best epoch's weights stay in BEST).
+DIVERGED_BY = 0.5
+DIVERGED_EPOCHS = 2
 
 
 class Session:
@@ -236,6 +246,7 @@ class Session:
 
     def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress):
         self.plan, self.cfg, self.spec = plan, plan.config, plan.spec
+        self.warned_diverged = False
         self.device, self.ranks, self.progress, self.log = device, ranks, progress, progress.log
         progress.describe(models.figures([self.spec]))
         self.on_images = self.spec.trains_on == "images"
@@ -272,7 +283,7 @@ class Session:
             train_x, test_x = img.train_images, img.test_images
         on_host = img.mapped and plan.parent is None   # memory-mapped images; a parent's codes are in memory
         if on_host:
-            self.log("The dataset is larger than a quarter of this machine's memory: batches are read from the "
+            self.log(f"The dataset is larger than a quarter of {memory.describe()}: batches are read from the "
                      "memory-mapped cache" if cfg.train.data_in_memory == "auto" else
                      "Batches are read from the memory-mapped cache (data_in_memory: no)")
         self.img, self.train_x, self.test_x = img, train_x, test_x
@@ -349,13 +360,20 @@ class Session:
             raise RunError(f"{self.plan.run_dir}: its saved optimizer state is for {', '.join(sorted(saved))}, but "
                            f"this model trains {', '.join(names)}; start a new run")
         for o in self.optimizations:
+            # The learning rate, betas and weight decay come from the run's config, as the optimizer was built:
+            # only the per-parameter state (Adam's moments and step) comes from the file. A rate written into
+            # resume.pt (raised by hand, or by another program) is not trained with.
+            built = [{k: v for k, v in g.items() if k != "params"} for g in o.optimizer.param_groups]
             o.optimizer.load_state_dict(saved[o.name])
+            for group, settings in zip(o.optimizer.param_groups, built):
+                group.update(settings)
 
     def open_run_dir(self, out: Path | None, name: str | None) -> None:
         """A new run's directory (rank 0), and the record of its steps."""
         cfg = self.cfg
         if self.run_dir is None:
             self.run_dir = runs.new_run_dir(Path(out or "runs"), name or runs.run_name(cfg.model, self.plan.data_label))
+            self.plan.locks.append(runs.lock_run(self.run_dir, "training it"))   # before `runs --clean` sees a run
             cfg.save_yaml(self.run_dir / runs.CONFIG)
             self.log(f"Run directory: {self.run_dir}")
         for note in self.plan.notes:
@@ -404,11 +422,45 @@ class Session:
                 "train_images": len(self.train_x), "test_images": len(self.test_x), "epoch": tr.epoch,
                 "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
                 "precision": self.precision, "processes": self.ranks.world}
+        best = runs.best_row(self.rows + [row], self.spec)
         with interrupts_deferred():
-            runs.commit_epoch(self.run_dir, net, cfg, info, resume_state, self.rows + [row])
+            runs.commit_epoch(self.run_dir, net, cfg, info, resume_state, self.rows + [row],
+                              best=best is None or best[1] is row)
             self.rows.append(row)
             self.committed = tr.epoch
         self.run_log.epoch(tr.global_step, test_logs, pictures)
+        self.warn_if_diverged()
+
+    def warn_if_diverged(self) -> None:
+        """One warning where the held-out headline figure has been much worse than the run's best for
+        DIVERGED_EPOCHS epochs in a row: training goes on, and the best epoch's weights stay in BEST."""
+        found = runs.best_row(self.rows, self.spec)
+        if found is None or self.warned_diverged:
+            return
+        figure, best = found
+        key, value = f"test_{figure.name}", best[f"test_{figure.name}"]
+        margin = DIVERGED_BY * abs(value)
+
+        def much_worse(row: dict) -> bool:
+            v = row.get(key)
+            if not isinstance(v, (int, float)):
+                return False
+            if math.isnan(v):
+                return True
+            return v > value + margin if figure.lower_is_better else v < value - margin
+
+        streak = 0
+        for row in reversed(self.rows):
+            if not much_worse(row):
+                break
+            streak += 1
+        if streak >= DIVERGED_EPOCHS:
+            self.warned_diverged = True
+            latest = self.rows[-1]
+            self.log(f"Warning: held-out {figure.label} {figure.format(latest[key])} in epoch {latest['epoch']} is "
+                     f"much worse than the run's best, {figure.format(value)} in epoch {best['epoch']}, for "
+                     f"{streak} epochs: it may be diverging (a lower lr helps). Training goes on; the best "
+                     f"epoch's weights stay in {self.run_dir / runs.BEST}, which the commands use")
 
     # ------------------------------------------------------------------ the whole session
 

@@ -23,16 +23,19 @@ from vqgen.data.cache import EntryWriter
 from vqgen.data.sources import Listing, held_out_count
 from vqgen.decode import decode_chunk
 from vqgen.errors import DatasetError, UsageError
+from vqgen.memory import physical_memory
 
 CHUNK = 256               # images per decoding task
 HOLDOUT_SEED = 0          # fixed, so every run of a dataset holds out the same images
 MIN_FOR_WORKERS = 4096    # smaller datasets decode in this process: starting workers costs more
+WORKER_MEMORY = 512 << 20 # at most one worker per this much of the memory this process may use (memory.py)
 
 Progress = Callable[[int, int], None]   # (images done, images in all)
 
 
 def decode_workers(n_images: int) -> int:
-    """Worker processes to decode n images with: none for small datasets, else one per core."""
+    """Worker processes to decode n images with: none for small datasets, else one per core, and no more than
+    the memory this process may use (a container's limit where lower than the machine's) allows."""
     env = os.environ.get("VQGEN_DECODE_WORKERS")
     if env is not None:
         try:
@@ -41,7 +44,9 @@ def decode_workers(n_images: int) -> int:
             raise UsageError(f"VQGEN_DECODE_WORKERS={env!r}: give a whole number (0: decode in this process)") from None
     if n_images < MIN_FOR_WORKERS:
         return 0
-    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 32))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    memory = physical_memory()
+    return max(1, min(cores, 32, memory // WORKER_MEMORY if memory else 32))
 
 
 _SLOTS: np.ndarray | None = None   # in a decoding worker: the output buffers it shares with the main process
