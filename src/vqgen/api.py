@@ -115,6 +115,8 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
     run: for a model that learns another's codes (the prior), that run (default: the latest).
     precision: "auto" (bf16 or fp16 on a GPU, fp32 elsewhere), "fp32", "bf16" or "fp16".
     compile: torch.compile the model.
+    threads (a setting): CPU threads; 0 (default) takes the cores other programs leave free, looking again as
+    it trains.
     devices: train on this many GPUs (or CPU processes) through torchrun; `batch_size` is the global batch.
     """
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,

@@ -193,7 +193,9 @@ def train(
                                        help="Peak learning rate."),
     device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, "--seed", show_default="0",
-                                       help="Random seed: same seed, same run on a CPU."),
+                                       help="Random seed: same seed and --threads, same run on a CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", show_default="the cores other programs leave free",
+                                          help="CPU threads to train with."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs",
                                        help="Folder that holds the run directories."),
     name: Optional[str] = typer.Option(None, "--name", show_default="MODEL-DATASET, then -2, -3, ...",
@@ -224,7 +226,7 @@ def train(
         report = commands.train_planned(plan)
     else:
         report = commands.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr,
-                                device=device, seed=seed, out=out, name=name, resume=resume, run=run,
+                                device=device, seed=seed, threads=threads, out=out, name=name, resume=resume, run=run,
                                 precision=precision, compile=compile or None, devices=devices,
                                 progress=TrainProgress(console=err, quiet=quiet_flag),
                                 **({"quantizer": quantizer} if quantizer is not None else {}),

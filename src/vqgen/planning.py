@@ -21,7 +21,7 @@ from vqgen.files import remove_stale_temps
 from vqgen.settings import flat_values
 
 # The settings a resumed run takes from flags: how long and where it trains, not what it learns.
-APPLIED_ON_RESUME = ("epochs", "device", "precision", "compile", "data_in_memory")
+APPLIED_ON_RESUME = ("epochs", "device", "threads", "precision", "compile", "data_in_memory")
 
 
 def resolve_device(name: str) -> torch.device:

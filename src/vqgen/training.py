@@ -39,6 +39,7 @@ from vqgen.metrics import RunningMean, psnr
 from vqgen.planning import Plan, plan_new, plan_resume, resolve_device
 from vqgen.progress import TrainProgress
 from vqgen.settings import field_names
+from vqgen.threads import Threads
 from vqgen.trainer import Optimization, Trainer, autocast
 from vqgen.tracking import STEPS, RunLog, read_steps
 
@@ -220,8 +221,12 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         device = torch.device("cuda", ranks.local)
     try:
         # The batches keep one shape: cuDNN may time its kernels once and keep the fastest.
+        # On the CPU, as many threads as the cores other programs leave free (several processes: torchrun's).
+        cpu_threads = Threads(plan.config.train.threads, log) if device.type == "cpu" and not ranks.many else None
+        if cpu_threads is not None:
+            cpu_threads.start()
         with denormals_flushed(), cudnn_benchmark(device.type == "cuda"):
-            session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True))
+            session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True), cpu_threads)
             result = session.run(out, name)
         # Every rank done (rank 0 draws the curves last) before the group is torn down: a rank that tore it
         # down while another still used it aborted now and then ("terminate called without an active exception").
@@ -234,8 +239,9 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
 class Session:
     """One training session of a planned run: data, model, optimizer, run directory, record, checkpoints."""
 
-    def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress):
-        self.plan, self.cfg, self.spec = plan, plan.config, plan.spec
+    def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress,
+                 cpu_threads: Threads | None = None):
+        self.plan, self.cfg, self.spec, self.cpu_threads = plan, plan.config, plan.spec, cpu_threads
         self.device, self.ranks, self.progress, self.log = device, ranks, progress, progress.log
         progress.describe(models.figures([self.spec]))
         self.on_images = self.spec.trains_on == "images"
@@ -423,6 +429,8 @@ class Session:
                           device_type=self.device.type, sync_gradients=self.sync_gradients,
                           before_step=self.before_step)
         trainer.add_callback("on_epoch_end", self.on_epoch_end)
+        if self.cpu_threads is not None and self.cpu_threads.adaptive:
+            trainer.add_callback("on_log", lambda tr: self.cpu_threads.revisit())
         if self.run_log is not None:
             steps = len(self.batches)
             trainer.add_callback("on_log", lambda tr: self.run_log.step(tr.global_step, tr.epoch + tr.step / steps,
