@@ -464,7 +464,7 @@ def info(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", summary["model_name"])
-    t.add_row("trained on", f"{summary['dataset']} ({summary['dataset_source']})")
+    t.add_row("trained on", summary["trained_on"])
     t.add_row("epochs", f"{summary['epochs_done']} of {summary['epochs']}")
     t.add_row("parameters", f"{summary['parameters']:,}")
     t.add_row("vqgen", summary["vqgen_version"])
