@@ -197,13 +197,14 @@ def not_weights(path: Path) -> str | None:
             head = f.read(4096)
     except OSError:
         return None
-    named = path.suffix.lower() == ".safetensors"   # binary or empty under that name: a damaged one
+    if path.suffix.lower() == ".safetensors":   # whatever it holds, under that name: a damaged one
+        return None
     if not head:
-        return None if named else "an empty file"
+        return "an empty file"
     if len(head) > 8 and head[8:9] == b"{":
         return None
     if head.startswith(b"PK\x03\x04") and b"data.pkl" in head:
-        return "a PyTorch file (torch.save: resume state?)"
+        return "a PyTorch file (torch.save)"
     for magic, what in MAGIC:
         if head.startswith(magic):
             return what
@@ -211,9 +212,9 @@ def not_weights(path: Path) -> str | None:
         head.decode("utf-8")
     except UnicodeDecodeError as e:
         if e.start < len(head) - 4 or b"\0" in head:   # not just a character cut off at 4096 bytes
-            return None if named else "not a safetensors file"
+            return "not a safetensors file"
     if b"\0" in head:
-        return None if named else "not a safetensors file"
+        return "not a safetensors file"
     kinds = {".yaml": "a YAML file", ".yml": "a YAML file", ".md": "a text file", ".json": "a JSON file",
              ".csv": "a CSV file"}
     return kinds.get(path.suffix.lower(), "a text file")
@@ -456,6 +457,10 @@ class Need:
     why: str
     fits: Callable[[RunSummary], bool] = lambda s: True
     how: str = ""
+    # Where no run fits, nor a ready-trained one: the newest run that comes `near` (has classes, but not
+    # these) is taken, said as `near_why`, so that its own error names the classes it has.
+    near: Callable[[RunSummary], bool] | None = None
+    near_why: str = ""
 
 
 def with_classes(names: list[str]) -> Need:
@@ -463,19 +468,33 @@ def with_classes(names: list[str]) -> Need:
     shown = " and ".join(names)
     return Need(f"with the class{'es' if len(names) > 1 else ''} {shown}",
                 lambda s: set(names) <= set(s.info.get("class_names") or []),
-                f"train one on labelled data that has them (vqgen train --dataset mnist for digits), or pass `run`")
+                f"train one on labelled data that has them (vqgen train --dataset mnist for digits), or pass `run`",
+                near=lambda s: bool(s.info.get("class_names")), near_why="with class labels")
 
 
 def samples_class(name: str) -> Need:
     """A run that samples by class and knows this one (a class-conditional sampler, `sample --digit 7`)."""
-    by_class = [s for s in models.with_operation("sample") if "labels" in s.sample_options]
+    samplers = [s for s in models.with_operation("sample") if "labels" in s.sample_options]
     how = ", then ".join(f"vqgen train{'' if s.name == models.DEFAULT_MODEL else ' --model ' + s.name}"
-                        for s in ([models.get(models.DEFAULT_MODEL)] if by_class and by_class[0].trains_on == "codes"
-                                  else []) + by_class[:1])
-    return Need(f"that samples class {name}",
-                lambda s: "labels" in models.get(s.model).sample_options and s.model_config.get("num_classes") != 0
-                and name in (s.info.get("class_names") or []),
-                f"train one on labelled data that has it ({how}), or pass `run`")
+                        for s in ([models.get(models.DEFAULT_MODEL)] if samplers and samplers[0].trains_on == "codes"
+                                  else []) + samplers[:1])
+
+    def by_class(s: RunSummary, name: str | None) -> bool:
+        """Samples by class (that one, if named): itself, or (a model of codes) through a prior beside it."""
+        spec, classes = models.get(s.model), s.info.get("class_names") or []
+        if not classes or (name is not None and name not in classes):
+            return False
+        if "labels" in spec.sample_options:
+            return s.model_config.get("num_classes") != 0
+        if spec.can("codes"):
+            me = s.path.resolve()
+            return any(by_class(c, name) for c in list_runs(s.path.parent)
+                       if c.usable and c.path != s.path and _names_run(parent_of(c.meta), me))
+        return False
+
+    return Need(f"that samples class {name}", lambda s: by_class(s, name),
+                f"train one on labelled data that has it ({how}), or pass `run`",
+                near=lambda s: by_class(s, None), near_why="that samples by class")
 
 
 def choose_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"), need: Need | None = None,
@@ -499,6 +518,9 @@ def choose_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"), ne
                 return path, using(path)
             return path, (f"Using the ready-trained {models.get(shipped[0].model).display_name} "
                           f"{ready_name(path)}: no run in {runs_dir}/ {need.why}")
+    near = [s for s in mine if need.near(s)] if need.near is not None else []
+    if near:
+        return near[-1].path, f"Using run {near[-1].path} (newest {need.near_why})"
     if mine and need.how:
         raise UsageError(f"no run in {runs_dir}/ {need.why} (newest: {mine[-1].path.name})"
                          f"{', nor a ready-trained one' if ready else ''}; {need.how}")
