@@ -2,6 +2,7 @@
 names from the data (a classes.txt beside IDX files), and titles that say "class" unless the classes are
 MNIST's digits."""
 
+import json
 import lzma
 from pathlib import Path
 
@@ -117,9 +118,12 @@ def letters(tmp_path_factory, invoke, make_mnist_idx, tiny_yaml):
     return home, folder
 
 
-def test_runs_on_your_own_data_are_named_after_it(letters):
-    home, _ = letters
+def test_runs_on_your_own_data_are_named_after_it(letters, invoke):
+    home, folder = letters
     assert {p.name for p in (home / "runs").iterdir()} == {"vqvae-letters", "prior-letters"}
+    r = invoke("info", home / "runs" / "vqvae-letters", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["trained_on"] == str(folder)   # `info` shows its path once, not name and source
 
 
 def test_class_names_title_samples_and_pick_classes(letters, invoke, tmp_path):

@@ -128,3 +128,8 @@ def test_a_damaged_model_is_still_called_damaged(trained, invoke, one_clean_line
     weights.write_bytes(bytes(blob))
     r = invoke("info", run)
     one_clean_line(r, 1, "corrupt or truncated weights file")
+
+
+def test_a_class_asked_of_a_model_that_samples_by_none_is_one_clear_line(home, invoke, one_clean_line, tmp_path):
+    r = invoke("sample", "--run", home / "runs" / "vae-mnist", "--digit", 7, "--out", tmp_path / "x.png")
+    one_clean_line(r, 2, "--digit needs a model that samples by class; a VAE samples with")

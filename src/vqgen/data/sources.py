@@ -3,7 +3,8 @@
 `KINDS` is the table of source kinds: a Hub id, a copy shipped inside the package (MNIST: `mnist`), and
 three layouts of a local folder (MNIST's IDX files, a Hub-layout folder of parquet files, a folder of
 images), tried in that order. Each kind says how its folder is recognised, which known dataset a folder is
-a copy of, the shape to train it at, and how its splits are listed for decoding (a `Listing`).
+a copy of (MNIST: by its content, never by its shape or a card), the shape to train it at, and how its splits
+are listed for decoding (a `Listing`, with the class names the data has).
 """
 
 from __future__ import annotations
