@@ -245,8 +245,8 @@ def class_endpoints(*specs) -> list[str]:
     for spec in specs:
         if isinstance(spec, int) and not isinstance(spec, bool):
             spec = str(spec)
-        if not isinstance(spec, str) or spec.startswith("#") or "/" in spec or Path(spec).exists() \
-                or Path(spec).suffix.lower() in IMAGE_SUFFIXES:
+        if not isinstance(spec, str) or spec.startswith("#") or Path(spec).exists() \
+                or Path(spec).suffix.lower() in IMAGE_SUFFIXES:   # "T-shirt/top" is a class name
             continue
         found += [spec] if spec not in found else []
     return found

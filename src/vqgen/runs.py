@@ -521,9 +521,10 @@ def choose_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"), ne
     near = [s for s in mine if need.near(s)] if need.near is not None else []
     if near:
         return near[-1].path, f"Using run {near[-1].path} (newest {need.near_why})"
-    if mine and need.how:
-        raise UsageError(f"no run in {runs_dir}/ {need.why} (newest: {mine[-1].path.name})"
-                         f"{', nor a ready-trained one' if ready else ''}; {need.how}")
+    if need.how:
+        newest = f" (newest: {mine[-1].path.name})" if mine else ""
+        raise UsageError(f"no run in {runs_dir}/ {need.why}{newest}{', nor a ready-trained one' if ready else ''}; "
+                         f"{need.how}")
     raise UsageError(f"no trained {describe_kinds(accept)} run under {runs_dir}/; train one with "
                      f"`vqgen train --model {accept[0].name}`, or pass `run`")
 
