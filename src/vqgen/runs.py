@@ -521,7 +521,8 @@ def choose_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"), ne
     near = [s for s in mine if need.near(s)] if need.near is not None else []
     if near:
         return near[-1].path, f"Using run {near[-1].path} (newest {need.near_why})"
-    if need.how:
+    shipped_any = ready and any(s.usable and s.model in names for s in list_runs(READY_DIR))
+    if need.how and (mine or shipped_any):   # runs there are, but none that can: say what would
         newest = f" (newest: {mine[-1].path.name})" if mine else ""
         raise UsageError(f"no run in {runs_dir}/ {need.why}{newest}{', nor a ready-trained one' if ready else ''}; "
                          f"{need.how}")
