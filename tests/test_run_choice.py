@@ -133,3 +133,10 @@ def test_a_damaged_model_is_still_called_damaged(trained, invoke, one_clean_line
 def test_a_class_asked_of_a_model_that_samples_by_none_is_one_clear_line(home, invoke, one_clean_line, tmp_path):
     r = invoke("sample", "--run", home / "runs" / "vae-mnist", "--digit", 7, "--out", tmp_path / "x.png")
     one_clean_line(r, 2, "--digit needs a model that samples by class; a VAE samples with")
+
+
+def test_info_on_a_plain_vq_run_lists_only_its_own_quantiser_settings(records_home, invoke):
+    r = invoke("info", records_home / "runs" / "vqvae-mnist")
+    assert r.exit_code == 0, r.output
+    assert "quantizer" in r.stdout and "codebook_size" in r.stdout
+    assert not any(name in r.stdout for name in ("levels", "stages", "stage_codes"))   # FSQ's and RVQ's
