@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from vqgen import runs
+
     from vqgen.data import ImageData
     from vqgen.generate import Sampler
     from vqgen.runs import Checkpoint
@@ -219,9 +221,9 @@ def load(path: PathLike | None = None, *, device: str = "cpu", log: Log = _quiet
 
 
 def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, device: str = "cpu",
-             runs_dir: PathLike = "runs") -> "Checkpoint":
-    """`run`, or the newest run under ./runs whose model can do `operation`, else the ready-trained one shipped
-    with vqgen (saying which)."""
+             runs_dir: PathLike = "runs", need: "runs.Need | None" = None) -> "Checkpoint":
+    """`run`, or the newest run under ./runs whose model can do `operation` (and that fits `need`: has the
+    classes asked for, say), else the ready-trained one shipped with vqgen; saying which and why."""
     from vqgen import models, runs
 
     accept = models.with_operation(operation) if operation else [models.get(n) for n in models.names()]
@@ -230,9 +232,26 @@ def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, dev
     if operation == "sample":   # models with codes sample through a model trained on them
         accept += [s for s in models.with_operation("codes") if s not in accept]
     if run is None:
-        run = runs.find_latest_run(accept, Path(runs_dir), ready=True)
-        log(runs.using(run))
+        if need is None and operation:
+            need = runs.Need(f"that can {operation}")
+        run, line = runs.choose_run(accept, Path(runs_dir), need)
+        log(line)
     return runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
+
+
+def class_endpoints(*specs) -> list[str]:
+    """The endpoints of a morph that name a class ("4", "cat"), not "#INDEX" or an image file."""
+    from vqgen.data import IMAGE_SUFFIXES
+
+    found = []
+    for spec in specs:
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            spec = str(spec)
+        if not isinstance(spec, str) or spec.startswith("#") or Path(spec).exists() \
+                or Path(spec).suffix.lower() in IMAGE_SUFFIXES:   # "T-shirt/top" is a class name
+            continue
+        found += [spec] if spec not in found else []
+    return found
 
 
 def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
@@ -257,7 +276,7 @@ def _sampler(ckpt: "Checkpoint", decoder: "Checkpoint | None") -> "Sampler":
 
     return generate.Sampler(ckpt.spec, ckpt.model, (decoder or ckpt).class_names,
                             decoder.model if decoder is not None else None,
-                            latents=lambda: runs.load_latents(ckpt.run_dir))
+                            latents=lambda: runs.load_latents(ckpt.run_dir), class_word=(decoder or ckpt).class_word)
 
 
 def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, object]:
@@ -277,8 +296,10 @@ def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, objec
     if looks_like_file:
         raise UsageError(f"{spec}: no such image file")
     if class_names:
+        from vqgen.generate import shown_classes
+
         numbered = class_names == [str(i) for i in range(len(class_names))]
-        shown = f"{class_names[0]}-{class_names[-1]}" if numbered or len(class_names) > 12 else ", ".join(class_names)
+        shown = f"{class_names[0]}-{class_names[-1]}" if numbered else shown_classes(class_names)
         raise UsageError(f"{spec!r}: the dataset has no such class (classes: {shown}); "
                          "or give #INDEX or an image file")
     raise UsageError(f"{spec!r}: this dataset has no class labels; give #INDEX into its held-out "
@@ -330,6 +351,11 @@ class Model:
     @property
     def class_names(self) -> list[str] | None:
         return self.checkpoint.class_names
+
+    @property
+    def class_word(self) -> str:
+        """What its classes are called in titles: "digit" for MNIST's, else "class"."""
+        return self.checkpoint.class_word
 
     @property
     def device(self) -> "torch.device":
@@ -510,6 +536,11 @@ class Model:
         """The classes `sample` draws in turn when no class is asked for (None: it does not sample by class)."""
         _, source = self._sampling()
         return source.class_names if source.model.conditional else None
+
+    @property
+    def sample_class_word(self) -> str:
+        """What the classes `sample` draws are called in titles: "digit" for MNIST's, else "class"."""
+        return self._sampling()[1].class_word
 
     @property
     def sample_options(self) -> tuple[str, ...]:

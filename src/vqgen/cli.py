@@ -90,7 +90,7 @@ TEMPERATURE = typer.Option(None, "--temperature", "-t", show_default="the model'
 TOP_K = typer.Option(None, "--top-k", show_default="0: all", help="VQ-VAE prior: draw only from the k likeliest codes.")
 GUIDANCE = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
                         help="VQ-VAE prior: how strongly samples follow their class (1: none).")
-A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
+A = typer.Argument(..., metavar="A", help="Start: a class name (MNIST: a digit), #INDEX into the held-out split, or an image file.")
 B = typer.Argument(..., metavar="B", help="End: same forms as the start.")
 SPACE = typer.Option(None, "--space", show_default="pre", help="VQ-VAE: interpolate before quantisation (pre) or after (post).")
 METHOD = typer.Option("lerp", "--method", help="lerp or slerp.")
@@ -466,7 +466,7 @@ def info(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", summary["model_name"])
-    t.add_row("trained on", f"{summary['dataset']} ({summary['dataset_source']})")
+    t.add_row("trained on", summary["trained_on"])
     t.add_row("epochs", f"{summary['epochs_done']} of {summary['epochs']}")
     t.add_row("parameters", f"{summary['parameters']:,}")
     t.add_row("vqgen", summary["vqgen_version"])

@@ -137,7 +137,10 @@ def _endpoint_files(*specs) -> list[Path]:
 def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str | None, log: Log):
     check_steps(steps)
     check_arg("method", method, one_of("lerp", "slerp"))
-    model = Model(open_run(run, "interpolate", log))
+    from vqgen import runs
+
+    named = api.class_endpoints(a, b)   # without `run`: the newest run that has these classes
+    model = Model(open_run(run, "interpolate", log, need=runs.with_classes(named) if named else None))
     return model, model.interpolate(a, b, steps, method=method, space=space, log=log)
 
 
@@ -258,7 +261,10 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
         check_output_dir(frames, "frames")
     from vqgen import images
 
-    model = Model(open_run(run, "sample", log))
+    from vqgen import runs
+
+    asked = str(digit) if digit is not None else class_name   # without `run`: the newest that samples it
+    model = Model(open_run(run, "sample", log, need=runs.samples_class(asked) if asked is not None else None))
     pics = model.sample(n, digit=digit, class_name=class_name, temperature=temperature, top_k=top_k,
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
     name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
@@ -266,10 +272,11 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
     in_turn = model.sample_classes if digit is None and class_name is None else None
     if in_turn:   # every class in turn: one column per class, labelled
         images.save_grid(pics, report.path, nrow=min(n, len(in_turn)), col_labels=in_turn[:n])
-    else:
-        asked = f"{'digit' if digit is not None else 'class'} {digit if digit is not None else class_name}"
-        images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))),
-                         title=asked if digit is not None or class_name is not None else None)
+    else:   # "digit 7" (MNIST), "class cat"; else what drew them
+        asked = digit if digit is not None else class_name
+        title = f"{model.sample_class_word} {asked}" if asked is not None else \
+            f"{n} samples from {model.sampler_run.name}"
+        images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))), title=title)
     if frames:
         images.save_frames(pics, frames, prefix="sample")
         report.lines.append(f"Wrote {n} samples to {frames}")
@@ -390,11 +397,22 @@ def score(run: Path | None = None, n: int = SCORE_N, again: bool = False, device
 
 
 def _any_run(run: Path | None, log: Log) -> Path:
+    """`run`, or the run `eval` and `info` describe without one: the newest run trained on images (the model
+    the user looks at; a prior trained since on its codes is named beside it), else the newest of any kind,
+    else the ready-trained one."""
     from vqgen import models, runs
 
     if run is None:
-        run = runs.find_latest_run([models.get(n) for n in models.names()], ready=True)
-        log(runs.using(run))
+        every = [models.get(n) for n in models.names()]
+        try:
+            run, line = runs.choose_run([s for s in every if s.trains_on == "images"], ready=False,
+                                        need=runs.Need("trained on images"))
+            newer = [s for s in runs.list_runs() if s.usable and s.mtime > runs.summarize(run).mtime]
+            if newer:
+                line = line[:-1] + f"; newer: {newer[-1].path})"
+        except UsageError:
+            run, line = runs.choose_run(every)
+        log(line)
     run = runs.resolve_run(run)
     if not run.exists():
         raise UsageError(f"{run}: no such run directory or checkpoint file")
@@ -425,6 +443,18 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
                   columns=_columns([spec] if spec else []), scores=score_rows(scores))
 
 
+def _trained_on(dataset: str, source: str | None) -> str:
+    """A run's data in one phrase: the name it was given and where that led ("mnist (vqgen:mnist)"), or the
+    folder once where the name was a path to it."""
+    if not source or source == dataset:
+        return dataset
+    try:
+        same = Path(dataset).expanduser().resolve() == Path(source)
+    except (OSError, RuntimeError):
+        same = False
+    return source if same else f"{dataset} ({source})"
+
+
 def describe(run: Path | None = None, log: Log = _quiet) -> Report:
     """What a run or checkpoint is: model, data, settings, size, metrics."""
     from vqgen import runs
@@ -433,6 +463,7 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
     summary = {"path": str(ckpt.path), "model": ckpt.kind, "model_name": ckpt.spec.display_name,
                "vqgen_version": ckpt.version, "parameters": sum(p.numel() for p in ckpt.model.parameters()),
                "dataset": ckpt.config.train.dataset, "dataset_source": ckpt.info.get("dataset_source"),
+               "trained_on": _trained_on(ckpt.config.train.dataset, ckpt.info.get("dataset_source")),
                "epochs_done": ckpt.info.get("epoch"), "epochs": ckpt.config.train.epochs,
                "metrics": ckpt.info.get("metrics", {}), "config": ckpt.config.to_dict()}
     if ckpt.spec.can("codes"):   # sizes that follow from the quantiser's settings (fsq: its levels)

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
 from vqgen.files import writing
 
@@ -102,11 +103,16 @@ def render_grid(images: torch.Tensor, nrow: int, *, row_labels: list[str] | None
                     title=title)
 
 
-def save_image(image: Image.Image, path: Path) -> Path:
+def save_image(image: Image.Image, path: Path, title: str | None = None) -> Path:
+    """Write a PIL image; a PNG's `title` is also kept in its metadata (the PNG keyword "Title")."""
     path = Path(path)
+    meta = None
+    if title and path.suffix.lower() == ".png":
+        meta = PngInfo()
+        meta.add_itxt("Title", title)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
+        image.save(path, pnginfo=meta) if meta is not None else image.save(path)
     return path
 
 
@@ -116,8 +122,9 @@ def save_png(image: torch.Tensor, path: Path) -> Path:
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, **labels) -> Path:
-    """Images as a grid PNG; `row_labels`, `col_labels` and `title` label it."""
-    return save_image(render_grid(images, nrow, **labels), path)
+    """Images as a grid PNG; `row_labels`, `col_labels` and `title` label it (the title is also kept in the
+    PNG's metadata)."""
+    return save_image(render_grid(images, nrow, **labels), path, title=labels.get("title"))
 
 
 def save_frames(images: torch.Tensor, folder: Path, prefix: str = "frame") -> list[Path]:

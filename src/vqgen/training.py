@@ -406,6 +406,7 @@ class Session:
         resume_state = {**self.optimizer_state(), "epoch": tr.epoch, "step": 0,
                         "torch_rng": torch.get_rng_state(), "data_rng": self.generator.get_state()}
         info = {"dataset_source": self.img.source, "class_names": self.img.class_names,
+                "class_word": self.img.class_word,
                 "image_size": self.img.image_size, "channels": self.img.channels,
                 "train_images": len(self.train_x), "test_images": len(self.test_x), "epoch": tr.epoch,
                 "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},

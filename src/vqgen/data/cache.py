@@ -39,6 +39,7 @@ class ImageData:
     converted: int = 0               # images converted to the model's mode
     skipped: int = 0                 # unreadable images left out
     mapped: bool = False             # the images are memory-mapped from the cache, not held in memory
+    class_word: str = "class"        # what a class is called in titles: "digit" for MNIST's, else "class"
 
     @property
     def image_size(self) -> int:
