@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -24,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vqgen import __version__
-from vqgen.errors import VQGenError
+from vqgen.errors import VQGenError, explain
 
 app = typer.Typer(
     name="vqgen", no_args_is_help=True, add_completion=True, rich_markup_mode="rich",
@@ -105,8 +107,55 @@ def flags_of(fn) -> dict[str, str]:
     return flags
 
 
+def memory_hint(flags: dict[str, str], given: dict) -> str:
+    """The settings of a command that use less memory, as its flags name them (`given`: its arguments)."""
+    if "batch_size" not in flags:
+        return next((flags[key] for key in ("n", "steps") if key in flags), "the number of images asked for")
+    if given.get("resume") is not None:   # a resumed run keeps its batch size
+        return f"{flags['batch_size']} in a new run (a resumed run keeps its own)"
+    return f"{flags['batch_size']}, or set data_in_memory: no in a {flags.get('config', '--config')} file"
+
+
+def _pipe_closed(stream) -> bool:
+    """Whether `stream` is a pipe whose reader has gone (`vqgen ... | head -1`)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def reader_gone() -> None:
+    """Point stdout at /dev/null, so that nothing more (Python's last flush included) fails on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+_rich_broken_pipe = Console.on_broken_pipe
+
+
+def _on_broken_pipe(console: Console) -> None:
+    """Rich's answer to a closed pipe is exit 1; where stdout's reader has gone (tables, help), vqgen's is 0."""
+    if _pipe_closed(sys.stdout):
+        reader_gone()
+        raise SystemExit(0)
+    _rich_broken_pipe(console)
+
+
+Console.on_broken_pipe = _on_broken_pipe
+
+
 def handle_errors(fn):
-    """Turn vqgen's errors (and any other) into one line and an exit code."""
+    """Turn vqgen's errors (and any other) into one line and an exit code.
+
+    Known causes are named (`errors.explain`): a full disk, a folder that cannot be written, exhausted memory
+    (with the flag to lower). Output read by a pipe that closed early (`vqgen eval --json | head -1`) ends
+    the command quietly with exit 0: the reader has what it wanted."""
     flags = flags_of(fn)
 
     @functools.wraps(fn)
@@ -118,17 +167,19 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             print("Interrupted", file=sys.stderr)
             raise typer.Exit(130)
-        except VQGenError as e:
+        except Exception as e:  # noqa: BLE001 - named, or a last resort: still one line
             if os.environ.get("VQGEN_DEBUG"):
                 raise
-            print(f"Error: {e.render(lambda name: flags.get(name, name))}", file=sys.stderr)
-            raise typer.Exit(e.exit_code)
-        except Exception as e:  # noqa: BLE001 - a last resort: still one line
-            if os.environ.get("VQGEN_DEBUG"):
-                raise
+            if isinstance(e, BrokenPipeError) and _pipe_closed(sys.stdout):
+                reader_gone()
+                raise typer.Exit(0) from None
+            named = e if isinstance(e, VQGenError) else explain(e, lower=memory_hint(flags, kwargs))
+            if named is not None:
+                print(f"Error: {named.render(lambda name: flags.get(name, name))}", file=sys.stderr)
+                raise typer.Exit(named.exit_code) from None
             print(f"Error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
                   "(set VQGEN_DEBUG=1 for the traceback)", file=sys.stderr)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -615,4 +666,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    else:
+        code = 0
+    try:
+        sys.stdout.flush()   # what a pipe's reader gets last; a reader that left already is no error
+    except BrokenPipeError:
+        reader_gone()
+    sys.exit(code)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from vqgen import api
 from vqgen.api import MAX_SAMPLES, SCORE_N, Model, check_map_size, check_sampling, check_scoring, check_steps, open_run
-from vqgen.errors import UsageError
+from vqgen.errors import UsageError, explain
 from vqgen.files import check_output_dir, check_output_file, output_names, slug, unique_path
 from vqgen.settings import at_least, check_arg, one_of, positive
 
@@ -97,9 +97,10 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
         model.data(log)
         x = model.held_out(n)
     elif folder_in:   # the files' names too, for the reconstructions'
-        x, paths, skipped = data.load_image_folder(input, size, c)
-        if skipped:
-            report.lines.append(f"Skipped {skipped} unreadable images")
+        x, paths, unreadable = data.load_image_folder(input, size, c)
+        if unreadable:
+            names = ", ".join(p.name for p in unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+            report.lines.append(f"Skipped {len(unreadable)} unreadable images: {names}")
     else:
         x = model.images(input)
     recon = model.reconstruct(x)
@@ -558,7 +559,10 @@ def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], boo
         report.lines.append("Nothing removed")
         return report
     for p in doomed:
-        shutil.rmtree(p)
+        try:
+            shutil.rmtree(p)
+        except OSError as e:   # a read-only folder: named
+            raise explain(e, p, action="remove") or e from None
     report.lines.append(f"Removed {len(doomed)} runs that never finished an epoch: {', '.join(p.name for p in doomed)}")
     report.data = {"removed": [str(p) for p in doomed]}
     return report

@@ -93,7 +93,9 @@ class RunConfig:
     def save_yaml(self, path: Path) -> None:
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from vqgen.files import write_text
+
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False), make_folder=False)
 
     @property
     def dataset_source(self) -> str:

@@ -17,7 +17,7 @@ from vqgen import data as D
 from vqgen import models, runs
 from vqgen.config import RunConfig, TrainConfig, read_yaml, resolve_config, split_settings
 from vqgen.errors import UsageError
-from vqgen.files import remove_stale_temps
+from vqgen.files import check_writable, remove_stale_temps
 from vqgen.settings import flat_values
 
 # The settings a resumed run takes from flags: how long and where it trains, not what it learns.
@@ -136,6 +136,8 @@ def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
     for key in APPLIED_ON_RESUME:
         if key in flags:
             setattr(cfg.train, key, flags[key])
+    check_writable(run_dir, "; a resumed run writes into its folder: copy the run to a folder you can write, "
+                            "and resume the copy")
     committed = ckpt.epoch if ckpt else 0
     plan = Plan(cfg, spec, run_dir=run_dir)
     partial = runs.load_interrupted(run_dir, committed)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vqgen.files import writing
+from vqgen.files import readable, write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -93,6 +93,7 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
 
         figures = models.figures()
     by_name = {f.name: f for f in figures}
+    runs, title = [(readable(name), steps, epochs) for name, steps, epochs in runs], readable(title)
     panels = _panels(runs, figures) or [("loss", ("loss",), True)]
     many = len(runs) > 1
     cols = min(3, len(panels))
@@ -174,11 +175,13 @@ def code_colours(codes: np.ndarray, codebook_size: int) -> np.ndarray:
 
 
 def save(fig: "Figure", path: Path) -> Path:
+    """A figure as a PNG (or the format of the file name's suffix), drawn in memory and written whole."""
+    import io
+
     path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, facecolor="white")
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", facecolor="white")
+    return write_bytes(path, buf.getvalue())
 
 
 def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None,
@@ -189,6 +192,7 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names
     from matplotlib.figure import Figure
 
     extra = usage is not None
+    title, class_names = readable(title), [readable(str(c)) for c in class_names] if class_names else class_names
     fig = Figure(figsize=(13 if extra else 7, 6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     grid = fig.add_gridspec(2, 3 if extra else 1, width_ratios=[2.2, 1, 1] if extra else [1])

@@ -30,6 +30,7 @@ are removed the next time the run is opened.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -42,8 +43,8 @@ from safetensors.torch import load_file, save_file
 
 from vqgen import __version__, models
 from vqgen.config import RunConfig
-from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError
-from vqgen.files import atomic_write, remove_stale_temps, slug
+from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError, explain
+from vqgen.files import atomic_write, check_path_text, remove_stale_temps, slug, write_text
 
 WEIGHTS = "model.safetensors"
 RESUME = "resume.pt"
@@ -76,19 +77,22 @@ def check_run_name(name: str) -> str:
     """A run name must be one ordinary path component: no folders, no '..'."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
         raise UsageError(f"`name` {name!r}: a run name is one folder name, such as my-run (no / or ..)")
+    check_path_text(name, "name")
     return name
 
 
 def new_run_dir(out: Path, name: str) -> Path:
     """Create `out/name`, or `out/name-2`, `-3`, ...: never an existing directory."""
     check_run_name(name)
+    check_path_text(out, "out")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"`out` {out}: is a file, not a folder for runs; give another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputPathError(f"`out` {out}: cannot create the folder ({e.strerror or e.__class__.__name__})") from None
+        raise explain(e, out) or OutputPathError(f"`out` {out}: cannot create the folder "
+                                                 f"({e.strerror or e.__class__.__name__})") from None
     for i in range(1, 10_000):
         path = out / (name if i == 1 else f"{name}-{i}")
         try:
@@ -97,8 +101,8 @@ def new_run_dir(out: Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise OutputPathError(f"`out` {out}: cannot create a run folder in it "
-                                  f"({e.strerror or e.__class__.__name__})") from None
+            raise explain(e, path) or OutputPathError(f"`out` {out}: cannot create a run folder in it "
+                                                      f"({e.strerror or e.__class__.__name__})") from None
     raise RunError(f"too many runs named {name} in {out}")
 
 
@@ -159,7 +163,8 @@ def save_weights(path: Path, model: torch.nn.Module, config: RunConfig, info: di
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "vqgen_model": config.model, "vqgen_version": __version__,
             "config": config.to_json(), "info": json.dumps(info)}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta),
+                 size=sum(t.nbytes for t in tensors.values()))
 
 
 def read_metadata(path: Path) -> dict:
@@ -312,8 +317,17 @@ def read_run_config(run_dir: Path) -> RunConfig:
 # --------------------------------------------------------------------------- epoch commits and resume state
 
 
+def _nbytes(state) -> int:
+    """The bytes of the tensors in a nested state (about the size of its file)."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(_nbytes(v) for v in state.values())
+    return sum(_nbytes(v) for v in state) if isinstance(state, (list, tuple)) else 0
+
+
 def _torch_save(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp), size=_nbytes(state))
 
 
 def _torch_load(path: Path) -> dict:
@@ -332,8 +346,15 @@ def commit_epoch(run_dir: Path, model: torch.nn.Module, config: RunConfig, info:
     """Save one finished epoch as a transaction; the weights' rename is the commit point."""
     run_dir = Path(run_dir)
     _torch_save(run_dir / RESUME_STAGED, resume_state)
-    write_metrics(run_dir / METRICS, rows)
-    save_weights(run_dir / WEIGHTS, model, config, info)
+    try:
+        write_metrics(run_dir / METRICS, rows)
+        save_weights(run_dir / WEIGHTS, model, config, info)
+    except BaseException:   # not committed (a full disk, say): the staged state belongs to no epoch
+        try:
+            (run_dir / RESUME_STAGED).unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     os.replace(run_dir / RESUME_STAGED, run_dir / RESUME)
     (run_dir / INTERRUPTED).unlink(missing_ok=True)
 
@@ -586,6 +607,7 @@ def resolve_run(run: Path | str) -> Path:
     """A run as the user names it: a path, or `ready:NAME`, a ready-trained run shipped with vqgen."""
     text = os.fspath(run)
     if not text.startswith(READY_PREFIX):
+        check_path_text(text, "run")
         return Path(text)
     name = text[len(READY_PREFIX):]
     shipped = sorted(s.path.name for s in list_runs(READY_DIR) if s.usable)
@@ -664,14 +686,12 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     for row in rows:
         columns += [k for k in row if k not in columns]
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            for row in rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    atomic_write(path, write)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buf.getvalue(), make_folder=False)
 
 
 def read_metrics(path: Path, upto_epoch: int | None = None) -> list[dict]:
@@ -705,7 +725,8 @@ def read_metrics(path: Path, upto_epoch: int | None = None) -> list[dict]:
 
 
 def save_latents(run_dir: Path, latents: torch.Tensor) -> None:
-    atomic_write(Path(run_dir) / LATENTS, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp)))
+    atomic_write(Path(run_dir) / LATENTS, lambda tmp: save_file({"latents": latents.contiguous()}, str(tmp)),
+                 size=latents.nbytes)
 
 
 def load_latents(run_dir: Path) -> torch.Tensor | None:
@@ -775,5 +796,4 @@ def write_scores(run_dir: Path, entries: list[dict]) -> None:
         shipped = _score_entries(Path(run_dir) / SCORES)
         entries = [e for e in entries if e not in shipped]
         path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": SCORES_FORMAT, "scores": entries}, indent=1)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    write_text(path, json.dumps({"format": SCORES_FORMAT, "scores": entries}, indent=1) + "\n", make_folder=False)

@@ -35,6 +35,7 @@ from vqgen import data as D
 from vqgen import distributed, images, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
 from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
+from vqgen.files import check_path_text
 from vqgen.metrics import RunningMean, psnr
 from vqgen.planning import Plan, plan_new, plan_resume, resolve_device
 from vqgen.progress import TrainProgress
@@ -208,6 +209,8 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         resolve_device(flags["device"])   # refuse a missing GPU before loading any data
     if name is not None:
         runs.check_run_name(name)
+    if out is not None:
+        check_path_text(out, "out")   # before any data is loaded
 
     if resume is not None:
         given = {k: v for k, v in {"model": model, "dataset": dataset, "config": config_file, "name": name,

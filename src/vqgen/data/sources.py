@@ -27,8 +27,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vqgen.decode import image_mode, mode_channels
-from vqgen.errors import DatasetError, DownloadError, UsageError
-from vqgen.files import slug
+from vqgen.errors import DatasetError, DiskFull, DownloadError, NotWritable, UsageError, explain
+from vqgen.files import check_path_text, slug
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
@@ -182,6 +182,7 @@ def resolve_dataset(name: str) -> DatasetSource:
     """Turn `dataset` into a source, or say clearly why it cannot be one."""
     if not str(name).strip():
         raise UsageError("`dataset` is empty; give mnist, anime-faces, a Hub id or a folder")
+    check_path_text(name, "dataset")
     path = Path(name).expanduser()
     if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX):] in PACKAGED:
         return _packaged(name[len(PACKAGED_PREFIX):])
@@ -483,23 +484,54 @@ def _load_hub(src: DatasetSource):
 
     remote = src.kind == "hub"
     reachable = remote and _hub_reachable()
+    verbosity = datasets.logging.get_verbosity()
     try:
-        # Offline: use the copy datasets cached on an earlier download, or fail at once.
+        # Offline: use the copy datasets cached on an earlier download, or fail at once. Its own log lines
+        # ("Failed to read file ...") stay quiet: a failure is said below, in one line.
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
         with hub_offline() if remote and not reachable else nullcontext():
             src.opened = datasets.load_dataset(src.source)
         return src.opened
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds: offline, missing repo, bad files
         kind = e.__class__.__name__
+        full = explain(e, folder=datasets.config.HF_DATASETS_CACHE)   # a full or read-only HF_HOME
+        if isinstance(full, (DiskFull, NotWritable)):
+            raise full from None
         if remote:
             if kind in ("DatasetNotFoundError", "RepositoryNotFoundError") and reachable and _hub_reachable():
                 raise UsageError(f"`dataset` {src.source}: not found on the Hugging Face Hub; "
                                  "check the id, or give a local folder") from None
             raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({short_error(e)}); "
                                 f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
-        if "corresponds to no data" in str(e):
-            raise DatasetError(f"`dataset` {src.source}: its files hold no rows") from None
+        if "corresponds to no data" in str(e) or _holds_no_rows(src.files):
+            raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows") from None
         raise DatasetError(f"`dataset` {src.source}: could not read it as a Hub-layout folder "
                            f"({short_error(e)})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _rows(path: Path) -> int | None:
+    """How many rows a table file holds, read from its metadata or lines; None where that is not known."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if path.suffix in (".csv", ".jsonl"):
+            with open(path, "rb") as f:
+                lines = sum(1 for line in f if line.strip())
+            return max(0, lines - 1) if path.suffix == ".csv" else lines
+    except Exception:  # noqa: BLE001 - a damaged file: not known to be empty
+        return None
+    return None
+
+
+def _holds_no_rows(files: list[Path]) -> bool:
+    """Whether every table file of a Hub-layout folder is known to hold no rows (datasets then fails with
+    "An error occurred while generating the dataset", or StopIteration)."""
+    counts = [_rows(p) for p in files if p.suffix in TABLE_SUFFIXES]
+    return bool(counts) and all(c == 0 for c in counts)
 
 
 def _image_column(split, source: str) -> str:
@@ -531,7 +563,7 @@ def _hub_shape(src: DatasetSource) -> tuple[int, int]:
         if len(split):
             col = _image_column(split, src.source)
             return _first_readable_shape(src, _raw_images(split, col).select(range(min(PROBE_TRIES, len(split))))[col])
-    raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+    raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows")
 
 
 def _list_hub(src: DatasetSource) -> Listing:
@@ -539,7 +571,7 @@ def _list_hub(src: DatasetSource) -> Listing:
 
     ds = _load_hub(src)
     if not any(len(split) for split in ds.values()):
-        raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+        raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows")
     splits, class_names = {}, None
     for name, split in ds.items():
         col = _image_column(split, src.source)
