@@ -3,7 +3,7 @@
 `atomic_write` writes under a temporary name and renames, so a crash never
 leaves a half-written file under the real name; `remove_stale_temps` clears
 what a killed process left behind. `slug` is the one way a name becomes part
-of a file or directory name.
+of a file or directory name; `shown_path` the one way a long path is shown.
 """
 
 from __future__ import annotations
@@ -154,3 +154,33 @@ class _Writing:
             raise OutputPathError(f"could not write {self.path} ({error.strerror or error.__class__.__name__})") \
                 from None
         return False
+
+
+def under_cwd(path: str | Path) -> Path:
+    """`path` relative to the current folder when it is under it (a path that still works there), else as
+    it is."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return p
+
+
+def shown_path(path: str | Path, width: int = 36) -> str:
+    """A path as people read it in a line of output: relative to the current folder when under it, else with
+    ~ for the home folder, and at most `width` characters (an ellipsis in the middle, the last part whole
+    where it fits). A name that is not a local path (mnist, owner/name) is shown as it is."""
+    p = under_cwd(path)
+    text = str(p) if p != Path(path) else str(path)
+    if p.is_absolute():
+        try:
+            text = "~/" + str(p.relative_to(Path.home()))
+        except ValueError:
+            pass
+    if len(text) <= width:
+        return text
+    tail = min(len(p.name), width - 4) if p.name else width // 2
+    tail = max(tail, (width - 1) * 2 // 3)
+    return text[:width - 1 - tail] + "…" + text[-tail:]

@@ -360,6 +360,24 @@ def hub_offline():
             setattr(module, name, value)
 
 
+@contextmanager
+def _datasets_quiet():
+    """`datasets` without its progress bars ("Generating train split") and notices for the block: vqgen says
+    what it does in its own words."""
+    from datasets.utils import logging as ds_logging
+    from datasets.utils import tqdm as ds_tqdm
+
+    bars_off, level = ds_tqdm.are_progress_bars_disabled(), ds_logging.get_verbosity()
+    ds_tqdm.disable_progress_bars()
+    ds_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        ds_logging.set_verbosity(level)
+        if not bars_off:
+            ds_tqdm.enable_progress_bars()
+
+
 def _load_hub(src: DatasetSource):
     """The Hub dataset (a Hub id, or a Hub-layout folder), loaded through `datasets` once per source."""
     if src.opened is not None:
@@ -370,7 +388,7 @@ def _load_hub(src: DatasetSource):
     reachable = remote and _hub_reachable()
     try:
         # Offline: use the copy datasets cached on an earlier download, or fail at once.
-        with hub_offline() if remote and not reachable else nullcontext():
+        with hub_offline() if remote and not reachable else nullcontext(), _datasets_quiet():
             src.opened = datasets.load_dataset(src.source)
         return src.opened
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds: offline, missing repo, bad files
@@ -379,7 +397,10 @@ def _load_hub(src: DatasetSource):
             if kind in ("DatasetNotFoundError", "RepositoryNotFoundError") and reachable and _hub_reachable():
                 raise UsageError(f"`dataset` {src.source}: not found on the Hugging Face Hub; "
                                  "check the id, or give a local folder") from None
-            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({short_error(e)}); "
+            # Offline, the error is datasets' OfflineModeIsEnabled, for a switch vqgen threw: say what it means.
+            why = (f" ({short_error(e)})" if reachable else ": it is not in the datasets cache and the Hub cannot be "
+                   "reached" + (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""))
+            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub{why}; "
                                 f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
         if "corresponds to no data" in str(e):
             raise DatasetError(f"`dataset` {src.source}: its files hold no rows") from None
