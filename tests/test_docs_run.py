@@ -178,3 +178,21 @@ def run_doc(doc: str, folder: Path, make_mnist_idx) -> list[str]:
 def test_the_blocks_run(doc, tmp_path, make_mnist_idx):
     ran = run_doc(doc, tmp_path, make_mnist_idx)
     assert ran == [b.where for b in blocks(doc) if b.mark is None]
+
+
+# --------------------------------------------------------------------------- what the install lines install
+
+
+def test_the_user_install_is_lean_and_the_development_one_separate():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = {re.split(r"[<>=\[ ]", d)[0].lower() for d in project["dependencies"]}
+    tools = {"pytest", "hypothesis", "playwright", "gradio", "vector-quantize-pytorch", "torchvision"}
+    assert not base & tools, base & tools
+    assert tools - {"torchvision", "vector-quantize-pytorch"} <= {
+        re.split(r"[<>=\[ ]", d)[0].lower() for d in project["optional-dependencies"]["dev"]}
+    readme = (ROOT / "README.md").read_text()
+    user = [b.text for b in blocks("README.md") if "pipx install" in b.text]
+    assert user and all("[dev]" not in t and ".[" not in t for t in user), user
+    assert 'pip install -e ".[dev]"' in readme and "For development" in readme

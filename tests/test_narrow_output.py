@@ -27,15 +27,17 @@ def long_home(home, tmp_path, monkeypatch):
 
 
 def test_each_command_fits_80_columns(long_home, invoke):
+    """Run by relative paths inside a long folder, data and runs by absolute ones where the command prints no
+    output path: the path a command prints last, on stdout alone, is the one it was given, whole, for scripts."""
     name = "a-run-with-a-long-name-of-forty-letters"
     commands = [
         ("train", "--dataset", long_home / "mnist", "--config", long_home / "vqvae.yaml", "--epochs", 2,
          "--name", name),
         ("train", "--model", "prior", "--config", long_home / "prior.yaml", "--run", f"runs/{name}"),
         ("reconstruct", "--run", f"runs/{name}"),
-        ("interpolate", "4", "9", "--run", long_home / "runs" / name),
-        ("interpolate", "#3", "#10", "--run", long_home / "runs" / "vae-mnist"),
-        ("gif", "4", "9", "--run", long_home / "runs" / "vqvae-mnist"),
+        ("interpolate", "4", "9", "--run", f"runs/{name}"),
+        ("interpolate", "#3", "#10", "--run", "runs/vae-mnist"),
+        ("gif", "4", "9", "--run", "runs/vqvae-mnist"),
         ("gif", "--training", f"runs/{name}"),
         ("sample", "--digit", 7, "--n", 4, "--run", f"runs/{name}"),
         ("sample", "--n", 4, "--run", "runs/vae-mnist"),
@@ -45,7 +47,7 @@ def test_each_command_fits_80_columns(long_home, invoke):
         ("info", "runs/prior-mnist"),
         ("runs",),
         ("runs", "--out", long_home / "runs"),
-        ("compare", long_home / "runs" / name, "runs/vqvae-mnist"),
+        ("compare", f"runs/{name}", "runs/vqvae-mnist"),
         ("map", "--n", 64, "--run", f"runs/{name}"),
         ("--help",),
         ("train", "--help"),

@@ -25,7 +25,7 @@ from rich.table import Table
 
 from vqgen import __version__
 from vqgen.errors import VQGenError
-from vqgen.files import shown_path, under_cwd
+from vqgen.files import shown_path
 
 app = typer.Typer(
     name="vqgen", no_args_is_help=True, add_completion=True, rich_markup_mode="rich",
@@ -150,7 +150,7 @@ def main_options(
 def finish(report, log: Callable[[str], None]) -> None:
     for line in report.lines:
         log(line)
-    print(under_cwd(report.path))
+    print(report.path)
 
 
 def table(title: str | None = None, **kw) -> Table:
@@ -587,7 +587,7 @@ def compare(
         err.print(t)
         if report.scores:   # what `vqgen score` kept with each run
             _print_scores(err, report.scores, "scores", with_run=True)
-    print(under_cwd(report.path))
+    print(report.path)
 
 
 @app.command("map", cls=Command, epilog="Examples:\n\n  vqgen map\n\n  vqgen map --run runs/vae-mnist --n 5000 --json > map.json")

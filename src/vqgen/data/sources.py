@@ -364,18 +364,17 @@ def hub_offline():
 def _datasets_quiet():
     """`datasets` without its progress bars ("Generating train split") and notices for the block: vqgen says
     what it does in its own words."""
-    from datasets.utils import logging as ds_logging
-    from datasets.utils import tqdm as ds_tqdm
+    from datasets import utils
 
-    bars_off, level = ds_tqdm.are_progress_bars_disabled(), ds_logging.get_verbosity()
-    ds_tqdm.disable_progress_bars()
-    ds_logging.set_verbosity_error()
+    bars_off, level = utils.are_progress_bars_disabled(), utils.logging.get_verbosity()
+    utils.disable_progress_bars()
+    utils.logging.set_verbosity_error()
     try:
         yield
     finally:
-        ds_logging.set_verbosity(level)
+        utils.logging.set_verbosity(level)
         if not bars_off:
-            ds_tqdm.enable_progress_bars()
+            utils.enable_progress_bars()
 
 
 def _load_hub(src: DatasetSource):
