@@ -92,3 +92,9 @@ def test_an_epoch_takes_two_lines_where_one_is_too_wide():
         assert len(text) == lines and all(len(ln) <= width for ln in text), text
         assert text[0].startswith("epoch 5/10  loss 0.0254") and "held out: loss 0.0242" in text[-1], text
         assert "PSNR 16.2" in text[-1] and "ppl 196" in text[0]
+
+
+def test_eval_says_which_figures_are_held_out(home, invoke):
+    r = invoke("eval", "--run", "runs/vqvae-mnist", cwd=home)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[-1] == "MSE, PSNR dB, usage, ppl: on the held-out images; img/s, s: of training"
