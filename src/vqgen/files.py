@@ -156,7 +156,7 @@ class _Writing:
         return False
 
 
-def under_cwd(path: str | Path) -> Path:
+def _under_cwd(path: str | Path) -> Path:
     """`path` relative to the current folder when it is under it (a path that still works there), else as
     it is."""
     p = Path(path)
@@ -172,7 +172,7 @@ def shown_path(path: str | Path, width: int = 36) -> str:
     """A path as people read it in a line of output: relative to the current folder when under it, else with
     ~ for the home folder, and at most `width` characters (an ellipsis in the middle, the last part whole
     where it fits). A name that is not a local path (mnist, owner/name) is shown as it is."""
-    p = under_cwd(path)
+    p = _under_cwd(path)
     text = str(p) if p != Path(path) else str(path)
     if p.is_absolute():
         try:
