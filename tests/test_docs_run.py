@@ -4,8 +4,9 @@ working fails the suite.
 Each document's blocks run in order in a fresh folder of their own, with a private cache, as a user would
 type them. The folder holds tiny stand-ins for the datasets the documents name: `mnist/` (320 synthetic digits
 as IDX files) and `my_digits/`; vqgen, like `datasets.load_dataset`, prefers a folder of the name given to
-the dataset it names, so `vqgen train` trains in seconds. Shell blocks run in bash (`set -euo pipefail`) with a `vqgen` that is this interpreter's; the
-Python blocks of a document run one after the other in one interpreter, as in a notebook, and a `>>>` line
+the dataset it names, so `vqgen train` trains in seconds. A shell block of plain `vqgen` lines runs them
+through the command line's entry point in this process, split as the shell splits them; any other shell
+block runs in bash (`set -euo pipefail`) with a `vqgen` that is this interpreter's. The Python blocks of a document run one after the other in one interpreter, as in a notebook, and a `>>>` line
 must raise the error written under it.
 
 A block that cannot run here says so just above it, in a comment the rendered page does not show:
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -126,7 +128,21 @@ def stand_ins(folder: Path, make_mnist_idx) -> None:
     make_mnist_idx(folder / "my_digits", seed=1)
 
 
-def run_doc(doc: str, folder: Path, make_mnist_idx) -> list[str]:
+def vqgen_commands(text: str) -> list[list[str]] | None:
+    """A shell block's commands, split as the shell splits them, where every one is a plain `vqgen` command
+    (no pipes, redirections, variables or other programs); else None, and bash runs the block."""
+    commands = []
+    for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+        words = shlex.split(line, comments=True)
+        if not words:
+            continue
+        if words[0] != "vqgen" or re.search(r"[|&;<>$`]", line.split(" #")[0]):
+            return None
+        commands.append(words[1:])
+    return commands
+
+
+def run_doc(doc: str, folder: Path, make_mnist_idx, invoke) -> list[str]:
     """Run a document's blocks in `folder`; the places of the blocks that ran."""
     stand_ins(folder, make_mnist_idx)
     bin_dir = folder / ".bin"
@@ -146,11 +162,16 @@ def run_doc(doc: str, folder: Path, make_mnist_idx) -> list[str]:
     while i < len(runnable):
         b = runnable[i]
         if RUNNABLE[b.lang] == "shell":
-            r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=folder, env=env,
-                               capture_output=True, text=True)
-            assert r.returncode == 0, f"{b.where} failed ({r.returncode}):\n{b.text}\n{r.stdout}\n{r.stderr}"
+            commands = vqgen_commands(b.text)
+            if commands is None:
+                r = subprocess.run(["bash", "-euo", "pipefail", "-c", b.text], cwd=folder, env=env,
+                                   capture_output=True, text=True)
+                assert r.returncode == 0, f"{b.where} failed ({r.returncode}):\n{b.text}\n{r.stdout}\n{r.stderr}"
+            for args in commands or []:   # in this process: a second or two of imports saved per command
+                r = invoke(*args, cwd=folder)
+                assert r.exit_code == 0, f"{b.where}: vqgen {' '.join(args)} failed ({r.exit_code}):\n{r.output}"
             for path in WRITES.findall(b.text):
-                assert (folder / path).is_file(), f"{b.where} says it writes {path}; it did not:\n{r.stdout}"
+                assert (folder / path).is_file(), f"{b.where} says it writes {path}; it did not"
             ran.append(b.where)
             i += 1
             continue
@@ -168,8 +189,9 @@ def run_doc(doc: str, folder: Path, make_mnist_idx) -> list[str]:
 
 
 @pytest.mark.parametrize("doc", DOCS)
-def test_the_blocks_run(doc, tmp_path, make_mnist_idx):
-    ran = run_doc(doc, tmp_path, make_mnist_idx)
+def test_the_blocks_run(doc, tmp_path, make_mnist_idx, invoke, monkeypatch):
+    monkeypatch.setenv("VQGEN_CACHE", str(tmp_path / ".cache"))   # one cache for the commands and the Python
+    ran = run_doc(doc, tmp_path, make_mnist_idx, invoke)
     assert ran == [b.where for b in blocks(doc) if b.mark is None]
 
 
@@ -189,3 +211,10 @@ def test_the_user_install_is_lean_and_the_development_one_separate():
     user = [b.text for b in blocks("README.md") if "pipx install" in b.text]
     assert user and all("[dev]" not in t and ".[" not in t for t in user), user
     assert 'pip install -e ".[dev]"' in readme and "For development" in readme
+
+
+def test_plain_vqgen_lines_are_split_as_the_shell_splits_them():
+    assert vqgen_commands("vqgen interpolate '#3' '#10'   # held out\nvqgen train --lr 0.01 \\\n  --seed 0\n") == [
+        ["interpolate", "#3", "#10"], ["train", "--lr", "0.01", "--seed", "0"]]
+    for other in ("pip install .\n", "vqgen gif 4 9 > out.txt\n", "vqgen runs | head\n", "vqgen info $RUN\n"):
+        assert vqgen_commands(other) is None, other
