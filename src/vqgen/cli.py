@@ -525,7 +525,7 @@ def runs_cmd(
     if not found:
         say(f"No runs in {out}/ yet: vqgen train makes one")
         return
-    def listing(scored: bool) -> Table:
+    def listing(scored: bool) -> Table | None:
         # Names and paths are never folded mid-word: a run's name is kept whole, and a dataset's path is
         # shortened (~, relative, an ellipsis in the middle) to the room the other columns leave.
         heads = [("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
@@ -539,7 +539,10 @@ def runs_cmd(
                          _megabytes(r["bytes"]), r["status"]])
         others = sum(max(len(head), *(len(row[i]) for row in rows)) + 2
                      for i, (head, _) in enumerate(heads) if head != "data")
-        room = max(8, stdout.width - others)
+        room = stdout.width - others
+        if scored and room < min(16, max(len(row[2]) for row in rows)):
+            return None   # the scores leave the data too little room
+        room = max(8, room)
         t = table(f"runs in {shown_path(out, 60)}/")
         for head, justify in heads:
             whole = {"min_width": max(len(row[0]) for row in rows)} if head == "run" else {}
@@ -550,10 +553,10 @@ def runs_cmd(
             t.add_row(*row)
         return t
 
-    t = listing(scored=True)   # with a column of what `vqgen score` kept, where it fits
-    unwrapped = stdout.measure(t, options=stdout.options.update(max_width=10_000)).maximum
-    if not any(r["score"] for r in found) or unwrapped > stdout.width:
-        if any(r["score"] for r in found):
+    scored = any(r["score"] for r in found)
+    t = listing(scored=True) if scored else None   # with a column of what `vqgen score` kept, where it fits
+    if t is None:
+        if scored:
             say("Scores left out to fit the terminal: vqgen runs --json or vqgen eval --run RUN show them")
         t = listing(scored=False)
     stdout.print(t)
