@@ -673,7 +673,7 @@ class Model:
 def show(images: "torch.Tensor | Sequence[torch.Tensor]", nrow: int | None = None) -> "Image.Image":
     """Images (N, C, H, W) in [0, 1] as one PIL image grid (small images scaled up); shows inline in Jupyter.
 
-    nrow: images per row (default: all in one row up to 16, else a square).
+    nrow: images per row (default: a square-ish grid, ceil(sqrt(N)) per row).
     """
     import torch
 
@@ -685,5 +685,5 @@ def show(images: "torch.Tensor | Sequence[torch.Tensor]", nrow: int | None = Non
     if x.dim() != 4:
         raise UsageError(f"`images`: expected (N, C, H, W), not shape {tuple(x.shape)}")
     n = x.shape[0]
-    nrow = nrow or (n if n <= 16 else math.ceil(math.sqrt(n)))
+    nrow = nrow or math.ceil(math.sqrt(n))
     return I.to_pil(I.grid_image(x, nrow=nrow))

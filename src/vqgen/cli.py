@@ -27,6 +27,7 @@ from rich.table import Table
 
 from vqgen import __version__
 from vqgen.errors import VQGenError, explain
+from vqgen.files import shown_path
 
 app = typer.Typer(
     name="vqgen", no_args_is_help=True, add_completion=True, rich_markup_mode="rich",
@@ -488,12 +489,17 @@ def eval_cmd(
             stdout.print(t)
         return
     cols = [("epoch", "epoch")] + [(key, header) for key, header, _ in done.columns if key in rows[-1]]
+    held_out = [header for key, header in cols if key.startswith("test_")]
+    training = [header for key, header in cols[1:] if not key.startswith("test_")]
     t = table(title)
     for _, header in cols:
         t.add_column(header, justify="right", overflow="fold")
     for r in rows:
         t.add_row(*[_cell(key, r.get(key, ""), figures) for key, _ in cols])
     stdout.print(t)
+    if held_out:   # which figures are whose: the held-out images', then the training's speed
+        stdout.print(f"{', '.join(held_out)}: on the held-out images"
+                     + (f"; {', '.join(training)}: of training" if training else ""), highlight=False)
     if done.scores:   # what `vqgen score` kept
         _print_scores(stdout, done.scores, "scores")
 
@@ -572,23 +578,38 @@ def runs_cmd(
     if not found:
         say(f"No runs in {out}/ yet: vqgen train makes one")
         return
-    def listing(scored: bool) -> Table:
-        t = table(f"runs in {out}/")
-        for name, justify in (("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
-                              ("best held out", "right"), *((("score", "right"),) if scored else ()),
-                              ("size", "right"), ("status", "left")):
-            t.add_column(name, justify=justify, overflow="fold")
+    def listing(scored: bool) -> Table | None:
+        # Names and paths are never folded mid-word: a run's name is kept whole, and a dataset's path is
+        # shortened (~, relative, an ellipsis in the middle) to the room the other columns leave.
+        heads = [("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
+                 ("best held out", "right"), *((("score", "right"),) if scored else ()), ("size", "right"),
+                 ("status", "left")]
+        rows = []
         for r in found:
             best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
-            t.add_row(r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
-                      best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
-                      _megabytes(r["bytes"]), r["status"])
+            rows.append([r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
+                         best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
+                         _megabytes(r["bytes"]), r["status"]])
+        others = sum(max(len(head), *(len(row[i]) for row in rows)) + 2
+                     for i, (head, _) in enumerate(heads) if head != "data")
+        room = stdout.width - others
+        if scored and room < min(16, max(len(row[2]) for row in rows)):
+            return None   # the scores leave the data too little room
+        room = max(8, room)
+        t = table(f"runs in {shown_path(out, 60)}/")
+        for head, justify in heads:
+            whole = {"min_width": max(len(row[0]) for row in rows)} if head == "run" else {}
+            t.add_column(head, justify=justify, overflow="ellipsis" if head == "data" else "fold",
+                         no_wrap=head in ("run", "data"), **whole)
+        for row in rows:
+            row[2] = shown_path(row[2], room)
+            t.add_row(*row)
         return t
 
-    t = listing(scored=True)   # with a column of what `vqgen score` kept, where it fits
-    unwrapped = stdout.measure(t, options=stdout.options.update(max_width=10_000)).maximum
-    if not any(r["score"] for r in found) or unwrapped > stdout.width:
-        if any(r["score"] for r in found):
+    scored = any(r["score"] for r in found)
+    t = listing(scored=True) if scored else None   # with a column of what `vqgen score` kept, where it fits
+    if t is None:
+        if scored:
             say("Scores left out to fit the terminal: vqgen runs --json or vqgen eval --run RUN show them")
         t = listing(scored=False)
     stdout.print(t)

@@ -146,9 +146,12 @@ def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str
 
 
 def _endpoint_name(spec: str) -> str:
-    """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
+    """An endpoint as it reads in a file name (docs/usage.md#output-names): '4' for the class 4, 'test10' for
+    the held-out image '#10', 'a' for 'a.png'."""
     p = Path(spec)
-    return slug(p.stem if p.suffix else spec.lstrip("#"))
+    if spec.startswith("#"):
+        return "test" + slug(spec[1:])
+    return slug(p.stem if p.suffix else spec)
 
 
 def _morph_name(a: str, b: str, method: str, space: str | None) -> str:
@@ -238,8 +241,9 @@ def training_gif(run_dir: Path, fps: float = 4.0, out: Path | None = None) -> Re
 
 
 def _sample_name(n: int, digit, class_name, sampler, temperature, top_k, guidance, seed) -> str:
-    """samples_digit7.png, samples_n64.png, samples_digit7_n16_t0.9.png: the arguments that were given."""
-    parts = [f"digit{digit}"] if digit is not None else [f"class-{slug(class_name)}"] if class_name is not None else []
+    """samples_digit-7.png, samples_n64.png, samples_digit-7_n16_t0.9.png: the arguments that were given
+    (docs/usage.md#output-names)."""
+    parts = [f"digit-{digit}"] if digit is not None else [f"class-{slug(class_name)}"] if class_name is not None else []
     if n != 64 or not parts:
         parts.append(f"n{n}")
     for key, value in (("", sampler), ("t", temperature), ("k", top_k), ("g", guidance)):
@@ -593,7 +597,9 @@ def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) ->
         scored += [{"run": name, **row} for row in score_rows(kept)]
         specs += [spec for spec in (models.find(summary.model),) if spec is not None and spec not in specs]
     label = "_vs_".join(slug(Path(r).name) for r in run_dirs[:3])
-    path = Path(out) if out is not None else unique_path(Path(f"compare_{label}.png"))
+    first = runs.resolve_run(run_dirs[0])   # by default, beside the runs: in the folder that holds the first
+    beside = runs.output_dir(first) if runs.is_ready(first) else Path(first).parent
+    path = Path(out) if out is not None else unique_path(beside / f"compare_{label}.png")
     plots.save(plots.curves_figure(curves, title="  vs  ".join(names), figures=models.figures(specs)), path)
     return Report(path, data={"runs": table}, columns=_columns(specs), scores=scored)
 

@@ -12,7 +12,8 @@ all; `check_writable` refuses a folder that cannot be written before work
 that would be lost. `remove_stale_temps` clears what a killed process left
 behind. `slug` is the one way a name becomes part of a file or directory
 name; `check_path_text` refuses one the locale cannot put in a file name, and
-`readable` shows one the locale could not decode.
+`readable` shows one the locale could not decode; `shown_path` is the one way
+a long path is shown.
 """
 
 from __future__ import annotations
@@ -242,3 +243,33 @@ def output_names(paths: list[Path], suffix: str = ".png") -> list[str]:
         taken.add(name.lower())
         names.append(name)
     return names
+
+
+def _under_cwd(path: str | Path) -> Path:
+    """`path` relative to the current folder when it is under it (a path that still works there), else as
+    it is."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return p
+
+
+def shown_path(path: str | Path, width: int = 36) -> str:
+    """A path as people read it in a line of output: relative to the current folder when under it, else with
+    ~ for the home folder, and at most `width` characters (an ellipsis in the middle, the last part whole
+    where it fits). A name that is not a local path (mnist, owner/name) is shown as it is."""
+    p = _under_cwd(path)
+    text = str(p) if p != Path(path) else str(path)
+    if p.is_absolute():
+        try:
+            text = "~/" + str(p.relative_to(Path.home()))
+        except ValueError:
+            pass
+    if len(text) <= width:
+        return text
+    tail = min(len(p.name), width - 4) if p.name else width // 2
+    tail = max(tail, (width - 1) * 2 // 3)
+    return text[:width - 1 - tail] + "…" + text[-tail:]

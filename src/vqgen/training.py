@@ -35,7 +35,7 @@ from vqgen import data as D
 from vqgen import distributed, images, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
 from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
-from vqgen.files import check_path_text
+from vqgen.files import check_path_text, shown_path
 from vqgen.metrics import RunningMean, psnr
 from vqgen.planning import Plan, plan_new, plan_resume, resolve_device
 from vqgen.progress import TrainProgress
@@ -372,9 +372,10 @@ class Session:
         what = "code grids" if self.plan.parent is not None else "images"
         where = f"{self.ranks.world} processes" + (" (one per GPU)" if self.device.type == "cuda" else "") \
             if self.ranks.many else str(self.device)
-        self.log(f"Training a {self.spec.display_name} on {self.img.source}: {len(self.train_x):,} training and "
-                 f"{len(self.test_x):,} held-out {what}, on {where}"
-                 + (f", in {self.precision}" if self.precision != "fp32" else ""))
+        counts = (f": {len(self.train_x):,} training and {len(self.test_x):,} held-out {what}, on {where}"
+                  + (f", in {self.precision}" if self.precision != "fp32" else ""))
+        head = f"Training a {self.spec.display_name} on "
+        self.log(head + shown_path(self.img.source, max(16, 80 - len(head) - len(counts))) + counts)
         self.run_log = RunLog(self.run_dir, self.start_epoch * len(self.batches) + self.start_step)
 
     def on_epoch_end(self, tr: Trainer) -> None:

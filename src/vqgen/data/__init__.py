@@ -30,7 +30,7 @@ from vqgen.data.sources import (DIGIT_DATASETS, IMAGE_SUFFIXES, KINDS, NATIVE_SH
 from vqgen.data.user_images import load_image_file, load_image_folder, to_images
 from vqgen.decode import image_to_array
 from vqgen.errors import DatasetError, RunError
-from vqgen.files import remove_stale_temps
+from vqgen.files import remove_stale_temps, shown_path
 
 Log = Callable[[str], None]
 
@@ -103,7 +103,13 @@ def _decode_entry(src: DatasetSource, name: str, folder: Path, root: Path | None
     """
     listing = src.listing()
     if root is not None:
-        log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
+        text = f"at {size}x{size}x{channels}: decoded once, cached in"
+        what, where = shown_path(src.source, 40), shown_path(root, 40)
+        room = 80 - len(f"Preparing   {text} ")   # both paths shown whole where they fit, else halves of the room
+        if len(what) + len(where) > room:
+            what = shown_path(src.source, max(room - len(where), room // 2))
+            where = shown_path(root, room - len(what))
+        log(f"Preparing {what} {text} {where}")
         if in_memory is None:
             in_memory = fits_in_memory(listing.count * channels * size * size)
     else:

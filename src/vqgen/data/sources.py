@@ -476,6 +476,23 @@ def hub_offline():
             setattr(module, name, value)
 
 
+@contextmanager
+def _datasets_quiet():
+    """`datasets` without its progress bars ("Generating train split") and notices for the block: vqgen says
+    what it does in its own words."""
+    from datasets import utils
+
+    bars_off, level = utils.are_progress_bars_disabled(), utils.logging.get_verbosity()
+    utils.disable_progress_bars()
+    utils.logging.set_verbosity(utils.logging.CRITICAL)   # its "Failed to read file" too: vqgen says it
+    try:
+        yield
+    finally:
+        utils.logging.set_verbosity(level)
+        if not bars_off:
+            utils.enable_progress_bars()
+
+
 def _load_hub(src: DatasetSource):
     """The Hub dataset (a Hub id, or a Hub-layout folder), loaded through `datasets` once per source."""
     if src.opened is not None:
@@ -486,10 +503,8 @@ def _load_hub(src: DatasetSource):
     reachable = remote and _hub_reachable()
     verbosity = datasets.logging.get_verbosity()
     try:
-        # Offline: use the copy datasets cached on an earlier download, or fail at once. Its own log lines
-        # ("Failed to read file ...") stay quiet: a failure is said below, in one line.
-        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
-        with hub_offline() if remote and not reachable else nullcontext():
+        # Offline: use the copy datasets cached on an earlier download, or fail at once.
+        with hub_offline() if remote and not reachable else nullcontext(), _datasets_quiet():
             src.opened = datasets.load_dataset(src.source)
         return src.opened
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds: offline, missing repo, bad files
@@ -501,7 +516,10 @@ def _load_hub(src: DatasetSource):
             if kind in ("DatasetNotFoundError", "RepositoryNotFoundError") and reachable and _hub_reachable():
                 raise UsageError(f"`dataset` {src.source}: not found on the Hugging Face Hub; "
                                  "check the id, or give a local folder") from None
-            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({short_error(e)}); "
+            # Offline, the error is datasets' OfflineModeIsEnabled, for a switch vqgen threw: say what it means.
+            why = (f" ({short_error(e)})" if reachable else ": it is not in the datasets cache and the Hub cannot be "
+                   "reached" + (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""))
+            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub{why}; "
                                 f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
         if "corresponds to no data" in str(e) or _holds_no_rows(src.files):
             raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows") from None
