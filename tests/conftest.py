@@ -21,6 +21,12 @@ from typer.testing import CliRunner
 
 from vqgen.cli import app
 
+# Results on a CPU differ in the last bits between thread counts, and a training's own choice of threads follows
+# how busy the machine is: the suite fixes the count (the machine's default), so runs repeat bit for bit.
+import torch  # noqa: E402
+
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
 REAL_DATA = os.environ.get("VQGEN_TEST_DATA")
 
 TINY_VQVAE = """\

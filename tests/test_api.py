@@ -71,7 +71,9 @@ def test_sample_through_the_prior_is_repeatable(notebook):
 def test_show_makes_a_grid(notebook):
     frames = torch.rand(12, 1, 28, 28)
     pic = vqgen.show(frames)
-    assert isinstance(pic, Image.Image) and pic.size == (12 * 114 + 2, 114 + 2)
+    assert isinstance(pic, Image.Image) and pic.size == (4 * 114 + 2, 3 * 114 + 2)   # 12 as 4 x 3
+    assert vqgen.show(torch.rand(16, 1, 28, 28)).size == (4 * 114 + 2, 4 * 114 + 2)
+    assert vqgen.show(frames, nrow=12).size == (12 * 114 + 2, 114 + 2)
     assert vqgen.show(torch.rand(25, 3, 96, 96)).size == (5 * 98 + 2, 5 * 98 + 2)
     assert np.asarray(vqgen.show(torch.zeros(1, 1, 28, 28)))[50, 50].max() == 0
 

@@ -40,22 +40,6 @@ def test_empty_folder_is_refused(tmp_path):
         D.resolve_dataset(str(tmp_path))
 
 
-def test_a_local_copy_of_a_known_dataset_is_named_after_it(tmp_path, make_mnist_idx):
-    import datasets
-
-    from vqgen import data as D
-
-    folder = tmp_path / "my-copy"
-    (folder / "mnist").mkdir(parents=True)
-    (folder / "README.md").write_text("---\nconfigs:\n- config_name: mnist\n---\nA copy of ylecun/mnist.\n")
-    ds = datasets.Dataset.from_dict({"image": [{"bytes": b"x", "path": None}]},
-                                    features=datasets.Features({"image": datasets.Image()}))
-    ds.to_parquet(str(folder / "mnist" / "train-00000-of-00001.parquet"))
-    src = D.resolve_dataset(str(folder))
-    assert (src.known, src.label, src.native_shape) == ("mnist", "mnist", (28, 1))
-    assert D.resolve_dataset(str(make_mnist_idx(tmp_path / "idx"))).label == "idx"   # 320 images: not MNIST
-
-
 def test_offline_hub_download_says_how_to_use_a_local_copy(tmp_path, monkeypatch, invoke):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

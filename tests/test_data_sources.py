@@ -31,7 +31,7 @@ def test_every_kind_in_the_table_resolves_and_has_its_shape(mnist_idx, face_fold
     hub_folder = tmp_path / "hub"
     (hub_folder / "data").mkdir(parents=True)
     hub_dataset()["train"].to_parquet(str(hub_folder / "data" / "train.parquet"))
-    (hub_folder / "README.md").write_text("---\ndataset_info:\n  config_name: mnist\n---\n")
+    (hub_folder / "README.md").write_text("Our copy of ylecun/mnist.\n")
     resolved = {
         "hub": D.resolve_dataset("someone/some-data"),
         "idx": D.resolve_dataset(str(mnist_idx)),
@@ -42,10 +42,11 @@ def test_every_kind_in_the_table_resolves_and_has_its_shape(mnist_idx, face_fold
     assert set(resolved) == set(D.KINDS)
     for kind, src in resolved.items():
         assert src.kind == kind
-    assert resolved["hub-folder"].known == "mnist" and resolved["hub-folder"].label == "mnist"
+    # its card names MNIST, but its images are not MNIST's: named after its folder
+    assert resolved["hub-folder"].known is None and resolved["hub-folder"].label == "hub"
     assert resolved["idx"].known is None and resolved["idx"].label != "mnist"   # 320 images, not MNIST's 60,000
     assert D.probe_shape(resolved["idx"]) == (28, 1)
-    assert D.probe_shape(resolved["hub-folder"]) == D.NATIVE_SHAPE["mnist"]
+    assert D.probe_shape(resolved["hub-folder"]) == D.NATIVE_SHAPE["anime-faces"]   # colour
     assert D.probe_shape(resolved["images"]) == (28, 1)   # its first readable image is grayscale
     assert resolved["packaged"].label == "mnist" and D.probe_shape(resolved["packaged"]) == (28, 1)
     assert D.probe_shape(D.resolve_dataset("anime-faces")) == (96, 3)

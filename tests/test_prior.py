@@ -198,9 +198,11 @@ def test_unconditional_prior_on_unlabelled_images(tmp_path, invoke, digit_image,
     labelled_grid(run / "samples_epoch_001.png", 8, 8, 112, left=False, top=True)
     r = invoke("sample", "--n", 4, "--out", tmp_path / "s.png", cwd=tmp_path)
     assert r.exit_code == 0, r.output
-    assert Image.open(tmp_path / "s.png").size == (2 * 114 + 2, 2 * 114 + 2)
-    r = invoke("sample", "--digit", 3, cwd=tmp_path)
+    labelled_grid(tmp_path / "s.png", 2, 2, 112, left=False, top=True)   # titled "4 samples from prior-digits"
+    r = invoke("sample", "--digit", 3, "--run", run, cwd=tmp_path)
     assert r.exit_code == 2 and "this prior is unconditional" in r.stderr
+    r = invoke("sample", "--digit", 3, "--n", 2, cwd=tmp_path)   # without --run: a run that can
+    assert r.exit_code == 0 and "ready:vqvae-mnist: no run in runs/ that samples class 3" in r.stderr
     r = invoke("sample", "--guidance", 2, cwd=tmp_path)
     assert r.exit_code == 2 and "--guidance needs a class-conditional prior; this one is unconditional" in r.stderr
 

@@ -70,7 +70,7 @@ def test_every_command_uses_the_ready_trained_model_when_there_is_none_and_write
         ("gif", "4", "9", "--steps", 6): "runs/ready-trained/morph_4_to_9.gif",
         ("interpolate", "4", "9", "--steps", 5): "runs/ready-trained/interp_4_to_9.png",
         ("reconstruct", "--n", 4): "runs/ready-trained/reconstruction_n4.png",
-        ("sample", "--digit", 7, "--n", 4): "runs/ready-trained/samples_digit7_n4.png",
+        ("sample", "--digit", 7, "--n", 4): "runs/ready-trained/samples_digit-7_n4.png",
         ("map", "--n", 100): "runs/ready-trained/map.png",
     }
     for args, path in made.items():

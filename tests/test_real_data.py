@@ -36,7 +36,7 @@ def test_tiny_vae_on_real_anime_faces(tmp_path, invoke, real_data, labelled_grid
     r = invoke("train", "--model", "vae", "--dataset", data, "--config", tmp_path / "vae.yaml", cwd=tmp_path)
     assert r.exit_code == 0, r.output
     assert "Converted" in r.stderr
-    run = tmp_path / "runs" / "vae-anime-faces"
+    run = tmp_path / "runs" / "vae-anime-faces-hub"   # 2,000 of the dataset's faces: named after their folder
     labelled_grid(run / "recon_epoch_001.png", 8, 2, 96, left=True, top=True)
     r = invoke("sample", "--n", 4, "--sampler", "mix", cwd=tmp_path)
     assert r.exit_code == 0, r.output

@@ -143,7 +143,7 @@ def test_a_run_stopped_in_its_first_epoch_is_never_the_latest(tmp_path, mnist_id
     fresh = tmp_path / "runs" / "vqvae-tiny-mnist0-2"
     assert not (fresh / "model.safetensors").exists() and (fresh / "interrupted.pt").is_file()
     r = invoke("interpolate", 4, 9, "--steps", 3, cwd=tmp_path)
-    assert r.exit_code == 0 and "Using run runs/vqvae-tiny-mnist0\n" in r.stderr
+    assert r.exit_code == 0 and "Using run runs/vqvae-tiny-mnist0 (newest with the classes 4 and 9)\n" in r.stderr
     listed = {s.path.name: s for s in runs.list_runs(tmp_path / "runs")}
     assert listed["vqvae-tiny-mnist0-2"].interrupted and not listed["vqvae-tiny-mnist0-2"].usable
     assert listed["vqvae-tiny-mnist0"].finished

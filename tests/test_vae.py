@@ -66,7 +66,7 @@ def test_vae_small_config_for_mnist():
     assert m.decode(torch.randn(3, 16)).shape == (3, 1, 28, 28)
 
 
-def test_vae_on_mnist_samples_and_morphs(home, tmp_path, invoke):
+def test_vae_on_mnist_samples_and_morphs(home, tmp_path, invoke, labelled_grid):
     r = invoke("train", "--model", "vae", "--dataset", home / "mnist", "--config", home / "vae.yaml",
                "--out", tmp_path / "runs", cwd=home)
     assert r.exit_code == 0, r.output
@@ -80,7 +80,7 @@ def test_vae_on_mnist_samples_and_morphs(home, tmp_path, invoke):
         out = tmp_path / f"{sampler}.png"
         r = invoke("sample", "--run", run, "--n", 9, "--sampler", sampler, "--out", out)
         assert r.exit_code == 0, r.output
-        assert Image.open(out).size == (3 * 114 + 2, 3 * 114 + 2)
+        labelled_grid(out, 3, 3, 112, left=False, top=True)   # titled "9 samples from vae-mnist"
     r = invoke("interpolate", 4, 9, "--run", run, "--method", "slerp", "--steps", 5, "--out", tmp_path / "m.png",
                cwd=home)
     assert r.exit_code == 0, r.output

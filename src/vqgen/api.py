@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
+    from vqgen import runs
+
     from vqgen.data import ImageData
     from vqgen.generate import Sampler
     from vqgen.runs import Checkpoint
@@ -115,6 +117,8 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
     run: for a model that learns another's codes (the prior), that run (default: the latest).
     precision: "auto" (bf16 or fp16 on a GPU, fp32 elsewhere), "fp32", "bf16" or "fp16".
     compile: torch.compile the model.
+    threads (a setting): CPU threads; 0 (default) takes the cores other programs leave free, looking again as
+    it trains.
     devices: train on this many GPUs (or CPU processes) through torchrun; `batch_size` is the global batch.
     """
     flags = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "device": device, "seed": seed,
@@ -221,9 +225,9 @@ def load(path: PathLike | None = None, *, device: str = "cpu", log: Log = _quiet
 
 
 def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, device: str = "cpu",
-             runs_dir: PathLike = "runs") -> "Checkpoint":
-    """`run`, or the newest run under ./runs whose model can do `operation`, else the ready-trained one shipped
-    with vqgen (saying which)."""
+             runs_dir: PathLike = "runs", need: "runs.Need | None" = None) -> "Checkpoint":
+    """`run`, or the newest run under ./runs whose model can do `operation` (and that fits `need`: has the
+    classes asked for, say), else the ready-trained one shipped with vqgen; saying which and why."""
     from vqgen import models, runs
 
     accept = models.with_operation(operation) if operation else [models.get(n) for n in models.names()]
@@ -232,14 +236,31 @@ def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, dev
     if operation == "sample":   # models with codes sample through a model trained on them
         accept += [s for s in models.with_operation("codes") if s not in accept]
     if run is None:
-        run = runs.find_latest_run(accept, Path(runs_dir), ready=True)
+        if need is None and operation:
+            need = runs.Need(f"that can {operation}")
+        run, line = runs.choose_run(accept, Path(runs_dir), need)
         ckpt = runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
-        log(runs.using(run, ckpt))
+        log(line + (f": {runs.which_epoch(ckpt)}" if ckpt.is_earlier_best else ""))
         return ckpt
     ckpt = runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
     if ckpt.is_earlier_best:   # say which weights of the run are used where they are not its latest
         log(f"Using {runs.run_label(ckpt.run_dir)}: {runs.which_epoch(ckpt)}")
     return ckpt
+
+
+def class_endpoints(*specs) -> list[str]:
+    """The endpoints of a morph that name a class ("4", "cat"), not "#INDEX" or an image file."""
+    from vqgen.data import IMAGE_SUFFIXES
+
+    found = []
+    for spec in specs:
+        if isinstance(spec, int) and not isinstance(spec, bool):
+            spec = str(spec)
+        if not isinstance(spec, str) or spec.startswith("#") or Path(spec).exists() \
+                or Path(spec).suffix.lower() in IMAGE_SUFFIXES:   # "T-shirt/top" is a class name
+            continue
+        found += [spec] if spec not in found else []
+    return found
 
 
 def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
@@ -264,7 +285,7 @@ def _sampler(ckpt: "Checkpoint", decoder: "Checkpoint | None") -> "Sampler":
 
     return generate.Sampler(ckpt.spec, ckpt.model, (decoder or ckpt).class_names,
                             decoder.model if decoder is not None else None,
-                            latents=lambda: runs.load_latents(ckpt.run_dir))
+                            latents=lambda: runs.load_latents(ckpt.run_dir), class_word=(decoder or ckpt).class_word)
 
 
 def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, object]:
@@ -284,8 +305,10 @@ def parse_endpoint(spec: str, class_names: list[str] | None) -> tuple[str, objec
     if looks_like_file:
         raise UsageError(f"{spec}: no such image file")
     if class_names:
+        from vqgen.generate import shown_classes
+
         numbered = class_names == [str(i) for i in range(len(class_names))]
-        shown = f"{class_names[0]}-{class_names[-1]}" if numbered or len(class_names) > 12 else ", ".join(class_names)
+        shown = f"{class_names[0]}-{class_names[-1]}" if numbered else shown_classes(class_names)
         raise UsageError(f"{spec!r}: the dataset has no such class (classes: {shown}); "
                          "or give #INDEX or an image file")
     raise UsageError(f"{spec!r}: this dataset has no class labels; give #INDEX into its held-out "
@@ -337,6 +360,11 @@ class Model:
     @property
     def class_names(self) -> list[str] | None:
         return self.checkpoint.class_names
+
+    @property
+    def class_word(self) -> str:
+        """What its classes are called in titles: "digit" for MNIST's, else "class"."""
+        return self.checkpoint.class_word
 
     @property
     def device(self) -> "torch.device":
@@ -522,6 +550,11 @@ class Model:
         return source.class_names if source.model.conditional else None
 
     @property
+    def sample_class_word(self) -> str:
+        """What the classes `sample` draws are called in titles: "digit" for MNIST's, else "class"."""
+        return self._sampling()[1].class_word
+
+    @property
     def sample_options(self) -> tuple[str, ...]:
         """The options `sample` takes for this model (e.g. temperature, top_k, guidance; sampler for a VAE)."""
         names = {"temperature", "top_k", "guidance", "sampler"}
@@ -652,7 +685,7 @@ class Model:
 def show(images: "torch.Tensor | Sequence[torch.Tensor]", nrow: int | None = None) -> "Image.Image":
     """Images (N, C, H, W) in [0, 1] as one PIL image grid (small images scaled up); shows inline in Jupyter.
 
-    nrow: images per row (default: all in one row up to 16, else a square).
+    nrow: images per row (default: a square-ish grid, ceil(sqrt(N)) per row).
     """
     import torch
 
@@ -664,5 +697,5 @@ def show(images: "torch.Tensor | Sequence[torch.Tensor]", nrow: int | None = Non
     if x.dim() != 4:
         raise UsageError(f"`images`: expected (N, C, H, W), not shape {tuple(x.shape)}")
     n = x.shape[0]
-    nrow = nrow or (n if n <= 16 else math.ceil(math.sqrt(n)))
+    nrow = nrow or math.ceil(math.sqrt(n))
     return I.to_pil(I.grid_image(x, nrow=nrow))

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import json
 import os
+import select
 import sys
 from pathlib import Path
 from typing import Callable, Optional
@@ -24,7 +26,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vqgen import __version__
-from vqgen.errors import VQGenError
+from vqgen.errors import VQGenError, explain
+from vqgen.files import shown_path
 
 app = typer.Typer(
     name="vqgen", no_args_is_help=True, add_completion=True, rich_markup_mode="rich",
@@ -90,7 +93,7 @@ TEMPERATURE = typer.Option(None, "--temperature", "-t", show_default="the model'
 TOP_K = typer.Option(None, "--top-k", show_default="0: all", help="VQ-VAE prior: draw only from the k likeliest codes.")
 GUIDANCE = typer.Option(None, "--guidance", "-g", show_default="the prior's own",
                         help="VQ-VAE prior: how strongly samples follow their class (1: none).")
-A = typer.Argument(..., metavar="A", help="Start: a class label (a digit), #INDEX into the held-out split, or an image file.")
+A = typer.Argument(..., metavar="A", help="Start: a class name (MNIST: a digit), #INDEX into the held-out split, or an image file.")
 B = typer.Argument(..., metavar="B", help="End: same forms as the start.")
 SPACE = typer.Option(None, "--space", show_default="pre", help="VQ-VAE: interpolate before quantisation (pre) or after (post).")
 METHOD = typer.Option("lerp", "--method", help="lerp or slerp.")
@@ -105,8 +108,55 @@ def flags_of(fn) -> dict[str, str]:
     return flags
 
 
+def memory_hint(flags: dict[str, str], given: dict) -> str:
+    """The settings of a command that use less memory, as its flags name them (`given`: its arguments)."""
+    if "batch_size" not in flags:
+        return next((flags[key] for key in ("n", "steps") if key in flags), "the number of images asked for")
+    if given.get("resume") is not None:   # a resumed run keeps its batch size
+        return f"{flags['batch_size']} in a new run (a resumed run keeps its own)"
+    return f"{flags['batch_size']}, or set data_in_memory: no in a {flags.get('config', '--config')} file"
+
+
+def _pipe_closed(stream) -> bool:
+    """Whether `stream` is a pipe whose reader has gone (`vqgen ... | head -1`)."""
+    try:
+        poller = select.poll()
+        poller.register(stream.fileno(), select.POLLOUT)
+        return any(event & select.POLLERR for _, event in poller.poll(0))
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return False
+
+
+def reader_gone() -> None:
+    """Point stdout at /dev/null, so that nothing more (Python's last flush included) fails on the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
+_rich_broken_pipe = Console.on_broken_pipe
+
+
+def _on_broken_pipe(console: Console) -> None:
+    """Rich's answer to a closed pipe is exit 1; where stdout's reader has gone (tables, help), vqgen's is 0."""
+    if _pipe_closed(sys.stdout):
+        reader_gone()
+        raise SystemExit(0)
+    _rich_broken_pipe(console)
+
+
+Console.on_broken_pipe = _on_broken_pipe
+
+
 def handle_errors(fn):
-    """Turn vqgen's errors (and any other) into one line and an exit code."""
+    """Turn vqgen's errors (and any other) into one line and an exit code.
+
+    Known causes are named (`errors.explain`): a full disk, a folder that cannot be written, exhausted memory
+    (with the flag to lower). Output read by a pipe that closed early (`vqgen eval --json | head -1`) ends
+    the command quietly with exit 0: the reader has what it wanted."""
     flags = flags_of(fn)
 
     @functools.wraps(fn)
@@ -118,17 +168,19 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             print("Interrupted", file=sys.stderr)
             raise typer.Exit(130)
-        except VQGenError as e:
+        except Exception as e:  # noqa: BLE001 - named, or a last resort: still one line
             if os.environ.get("VQGEN_DEBUG"):
                 raise
-            print(f"Error: {e.render(lambda name: flags.get(name, name))}", file=sys.stderr)
-            raise typer.Exit(e.exit_code)
-        except Exception as e:  # noqa: BLE001 - a last resort: still one line
-            if os.environ.get("VQGEN_DEBUG"):
-                raise
+            if isinstance(e, BrokenPipeError) and _pipe_closed(sys.stdout):
+                reader_gone()
+                raise typer.Exit(0) from None
+            named = e if isinstance(e, VQGenError) else explain(e, lower=memory_hint(flags, kwargs))
+            if named is not None:
+                print(f"Error: {named.render(lambda name: flags.get(name, name))}", file=sys.stderr)
+                raise typer.Exit(named.exit_code) from None
             print(f"Error: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''} "
                   "(set VQGEN_DEBUG=1 for the traceback)", file=sys.stderr)
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -193,7 +245,9 @@ def train(
                                        help="Peak learning rate."),
     device: Optional[str] = DEVICE,
     seed: Optional[int] = typer.Option(None, "--seed", show_default="0",
-                                       help="Random seed: same seed, same run on a CPU."),
+                                       help="Random seed: same seed and --threads, same run on a CPU."),
+    threads: Optional[int] = typer.Option(None, "--threads", show_default="the cores other programs leave free",
+                                          help="CPU threads to train with."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", show_default="runs",
                                        help="Folder that holds the run directories."),
     name: Optional[str] = typer.Option(None, "--name", show_default="MODEL-DATASET, then -2, -3, ...",
@@ -224,7 +278,7 @@ def train(
         report = commands.train_planned(plan)
     else:
         report = commands.train(model, dataset, config=config, epochs=epochs, batch_size=batch_size, lr=lr,
-                                device=device, seed=seed, out=out, name=name, resume=resume, run=run,
+                                device=device, seed=seed, threads=threads, out=out, name=name, resume=resume, run=run,
                                 precision=precision, compile=compile or None, devices=devices,
                                 progress=TrainProgress(console=err, quiet=quiet_flag),
                                 **({"quantizer": quantizer} if quantizer is not None else {}),
@@ -435,12 +489,17 @@ def eval_cmd(
             stdout.print(t)
         return
     cols = [("epoch", "epoch")] + [(key, header) for key, header, _ in done.columns if key in rows[-1]]
+    held_out = [header for key, header in cols if key.startswith("test_")]
+    training = [header for key, header in cols[1:] if not key.startswith("test_")]
     t = table(title)
     for _, header in cols:
         t.add_column(header, justify="right", overflow="fold")
     for r in rows:
         t.add_row(*[_cell(key, r.get(key, ""), figures) for key, _ in cols])
     stdout.print(t)
+    if held_out:   # which figures are whose: the held-out images', then the training's speed
+        stdout.print(f"{', '.join(held_out)}: on the held-out images"
+                     + (f"; {', '.join(training)}: of training" if training else ""), highlight=False)
     if done.scores:   # what `vqgen score` kept
         _print_scores(stdout, done.scores, "scores")
 
@@ -464,7 +523,7 @@ def info(
     t.add_column(style="bold")
     t.add_column()
     t.add_row("model", summary["model_name"])
-    t.add_row("trained on", f"{summary['dataset']} ({summary['dataset_source']})")
+    t.add_row("trained on", summary["trained_on"])
     t.add_row("epochs", f"{summary['epochs_done']} of {summary['epochs']}")
     w = summary["weights"]   # which weights the commands use: a run's best epoch's
     t.add_row("weights used", w["note"] or (f"epoch {w['epoch']}, the latest" if w["epoch"] is not None else w["file"]))
@@ -522,23 +581,38 @@ def runs_cmd(
     if not found:
         say(f"No runs in {out}/ yet: vqgen train makes one")
         return
-    def listing(scored: bool) -> Table:
-        t = table(f"runs in {out}/")
-        for name, justify in (("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
-                              ("best held out", "right"), *((("score", "right"),) if scored else ()),
-                              ("size", "right"), ("status", "left")):
-            t.add_column(name, justify=justify, overflow="fold")
+    def listing(scored: bool) -> Table | None:
+        # Names and paths are never folded mid-word: a run's name is kept whole, and a dataset's path is
+        # shortened (~, relative, an ellipsis in the middle) to the room the other columns leave.
+        heads = [("run", "left"), ("model", "left"), ("data", "left"), ("epochs", "right"),
+                 ("best held out", "right"), *((("score", "right"),) if scored else ()), ("size", "right"),
+                 ("status", "left")]
+        rows = []
         for r in found:
             best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
-            t.add_row(r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
-                      best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
-                      _megabytes(r["bytes"]), r["status"])
+            rows.append([r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
+                         best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
+                         _megabytes(r["bytes"]), r["status"]])
+        others = sum(max(len(head), *(len(row[i]) for row in rows)) + 2
+                     for i, (head, _) in enumerate(heads) if head != "data")
+        room = stdout.width - others
+        if scored and room < min(16, max(len(row[2]) for row in rows)):
+            return None   # the scores leave the data too little room
+        room = max(8, room)
+        t = table(f"runs in {shown_path(out, 60)}/")
+        for head, justify in heads:
+            whole = {"min_width": max(len(row[0]) for row in rows)} if head == "run" else {}
+            t.add_column(head, justify=justify, overflow="ellipsis" if head == "data" else "fold",
+                         no_wrap=head in ("run", "data"), **whole)
+        for row in rows:
+            row[2] = shown_path(row[2], room)
+            t.add_row(*row)
         return t
 
-    t = listing(scored=True)   # with a column of what `vqgen score` kept, where it fits
-    unwrapped = stdout.measure(t, options=stdout.options.update(max_width=10_000)).maximum
-    if not any(r["score"] for r in found) or unwrapped > stdout.width:
-        if any(r["score"] for r in found):
+    scored = any(r["score"] for r in found)
+    t = listing(scored=True) if scored else None   # with a column of what `vqgen score` kept, where it fits
+    if t is None:
+        if scored:
             say("Scores left out to fit the terminal: vqgen runs --json or vqgen eval --run RUN show them")
         t = listing(scored=False)
     stdout.print(t)
@@ -616,4 +690,14 @@ def demo(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    else:
+        code = 0
+    try:
+        sys.stdout.flush()   # what a pipe's reader gets last; a reader that left already is no error
+    except BrokenPipeError:
+        reader_gone()
+    sys.exit(code)

@@ -18,7 +18,7 @@ from typing import Callable
 
 from vqgen import api
 from vqgen.api import MAX_SAMPLES, SCORE_N, Model, check_map_size, check_sampling, check_scoring, check_steps, open_run
-from vqgen.errors import UsageError
+from vqgen.errors import UsageError, explain
 from vqgen.files import check_output_dir, check_output_file, output_names, slug, unique_path
 from vqgen.settings import at_least, check_arg, one_of, positive
 
@@ -97,9 +97,10 @@ def reconstruct(run: Path | None = None, input: Path | None = None, out: Path | 
         model.data(log)
         x = model.held_out(n)
     elif folder_in:   # the files' names too, for the reconstructions'
-        x, paths, skipped = data.load_image_folder(input, size, c)
-        if skipped:
-            report.lines.append(f"Skipped {skipped} unreadable images")
+        x, paths, unreadable = data.load_image_folder(input, size, c)
+        if unreadable:
+            names = ", ".join(p.name for p in unreadable[:10]) + (", ..." if len(unreadable) > 10 else "")
+            report.lines.append(f"Skipped {len(unreadable)} unreadable images: {names}")
     else:
         x = model.images(input)
     recon = model.reconstruct(x)
@@ -137,14 +138,20 @@ def _endpoint_files(*specs) -> list[Path]:
 def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str | None, log: Log):
     check_steps(steps)
     check_arg("method", method, one_of("lerp", "slerp"))
-    model = Model(open_run(run, "interpolate", log))
+    from vqgen import runs
+
+    named = api.class_endpoints(a, b)   # without `run`: the newest run that has these classes
+    model = Model(open_run(run, "interpolate", log, need=runs.with_classes(named) if named else None))
     return model, model.interpolate(a, b, steps, method=method, space=space, log=log)
 
 
 def _endpoint_name(spec: str) -> str:
-    """An endpoint as it reads in a file name: '4', '10' for '#10', 'a' for 'a.png'."""
+    """An endpoint as it reads in a file name (docs/usage.md#output-names): '4' for the class 4, 'test10' for
+    the held-out image '#10', 'a' for 'a.png'."""
     p = Path(spec)
-    return slug(p.stem if p.suffix else spec.lstrip("#"))
+    if spec.startswith("#"):
+        return "test" + slug(spec[1:])
+    return slug(p.stem if p.suffix else spec)
 
 
 def _morph_name(a: str, b: str, method: str, space: str | None) -> str:
@@ -234,8 +241,9 @@ def training_gif(run_dir: Path, fps: float = 4.0, out: Path | None = None) -> Re
 
 
 def _sample_name(n: int, digit, class_name, sampler, temperature, top_k, guidance, seed) -> str:
-    """samples_digit7.png, samples_n64.png, samples_digit7_n16_t0.9.png: the arguments that were given."""
-    parts = [f"digit{digit}"] if digit is not None else [f"class-{slug(class_name)}"] if class_name is not None else []
+    """samples_digit-7.png, samples_n64.png, samples_digit-7_n16_t0.9.png: the arguments that were given
+    (docs/usage.md#output-names)."""
+    parts = [f"digit-{digit}"] if digit is not None else [f"class-{slug(class_name)}"] if class_name is not None else []
     if n != 64 or not parts:
         parts.append(f"n{n}")
     for key, value in (("", sampler), ("t", temperature), ("k", top_k), ("g", guidance)):
@@ -258,7 +266,10 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
         check_output_dir(frames, "frames")
     from vqgen import images
 
-    model = Model(open_run(run, "sample", log))
+    from vqgen import runs
+
+    asked = str(digit) if digit is not None else class_name   # without `run`: the newest that samples it
+    model = Model(open_run(run, "sample", log, need=runs.samples_class(asked) if asked is not None else None))
     pics = model.sample(n, digit=digit, class_name=class_name, temperature=temperature, top_k=top_k,
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
     name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
@@ -266,10 +277,11 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
     in_turn = model.sample_classes if digit is None and class_name is None else None
     if in_turn:   # every class in turn: one column per class, labelled
         images.save_grid(pics, report.path, nrow=min(n, len(in_turn)), col_labels=in_turn[:n])
-    else:
-        asked = f"{'digit' if digit is not None else 'class'} {digit if digit is not None else class_name}"
-        images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))),
-                         title=asked if digit is not None or class_name is not None else None)
+    else:   # "digit 7" (MNIST), "class cat"; else what drew them
+        asked = digit if digit is not None else class_name
+        title = f"{model.sample_class_word} {asked}" if asked is not None else \
+            f"{n} samples from {model.sampler_run.name}"
+        images.save_grid(pics, report.path, nrow=10 if n == 10 else max(1, round(math.sqrt(n))), title=title)
     if frames:
         images.save_frames(pics, frames, prefix="sample")
         report.lines.append(f"Wrote {n} samples to {frames}")
@@ -390,11 +402,22 @@ def score(run: Path | None = None, n: int = SCORE_N, again: bool = False, device
 
 
 def _any_run(run: Path | None, log: Log) -> Path:
+    """`run`, or the run `eval` and `info` describe without one: the newest run trained on images (the model
+    the user looks at; a prior trained since on its codes is named beside it), else the newest of any kind,
+    else the ready-trained one."""
     from vqgen import models, runs
 
     if run is None:
-        run = runs.find_latest_run([models.get(n) for n in models.names()], ready=True)
-        log(runs.using(run))
+        every = [models.get(n) for n in models.names()]
+        try:
+            run, line = runs.choose_run([s for s in every if s.trains_on == "images"], ready=False,
+                                        need=runs.Need("trained on images"))
+            newer = [s for s in runs.list_runs() if s.usable and s.mtime > runs.summarize(run).mtime]
+            if newer:
+                line = line[:-1] + f"; newer: {newer[-1].path})"
+        except UsageError:
+            run, line = runs.choose_run(every)
+        log(line)
     run = runs.resolve_run(run)
     if not run.exists():
         raise UsageError(f"{run}: no such run directory or checkpoint file")
@@ -425,6 +448,18 @@ def metrics(run: Path | None = None, log: Log = _quiet) -> Report:
                   columns=_columns([spec] if spec else []), scores=score_rows(scores))
 
 
+def _trained_on(dataset: str, source: str | None) -> str:
+    """A run's data in one phrase: the name it was given and where that led ("mnist (vqgen:mnist)"), or the
+    folder once where the name was a path to it."""
+    if not source or source == dataset:
+        return dataset
+    try:
+        same = Path(dataset).expanduser().resolve() == Path(source)
+    except (OSError, RuntimeError):
+        same = False
+    return source if same else f"{dataset} ({source})"
+
+
 def describe(run: Path | None = None, log: Log = _quiet) -> Report:
     """What a run or checkpoint is: model, data, settings, size, metrics."""
     from vqgen import runs
@@ -433,6 +468,7 @@ def describe(run: Path | None = None, log: Log = _quiet) -> Report:
     summary = {"path": str(ckpt.path), "model": ckpt.kind, "model_name": ckpt.spec.display_name,
                "vqgen_version": ckpt.version, "parameters": sum(p.numel() for p in ckpt.model.parameters()),
                "dataset": ckpt.config.train.dataset, "dataset_source": ckpt.info.get("dataset_source"),
+               "trained_on": _trained_on(ckpt.config.train.dataset, ckpt.info.get("dataset_source")),
                "epochs_done": ckpt.run_epoch if "epoch" in ckpt.info else None, "epochs": ckpt.config.train.epochs,
                "weights": {"file": ckpt.path.name, "epoch": ckpt.info.get("epoch"), "latest": not ckpt.is_earlier_best,
                            "note": runs.which_epoch(ckpt) if ckpt.is_earlier_best else ""},
@@ -564,7 +600,7 @@ def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], boo
             if s.usable:
                 continue
             try:
-                lock = runs.lock_run(s.path, "vqgen runs --clean, removing it")
+                lock = runs.lock_run(s.path, "vqgen runs --clean, removing it", action="remove")
             except RunInUse:
                 holder = locks.holder(s.path)
                 kept.append(f"{s.path.name} (held by {holder.describe() if holder else 'another process'})")
@@ -587,7 +623,10 @@ def clean_runs(runs_dir: Path = Path("runs"), confirm: Callable[[list[str]], boo
             report.lines.append("Nothing removed")
             return report
         for p in doomed:
-            shutil.rmtree(p)
+            try:
+                shutil.rmtree(p)
+            except OSError as e:   # a read-only folder: named
+                raise explain(e, p, action="remove") or e from None
         report.lines.append(f"Removed {len(doomed)} runs that never finished an epoch: "
                             f"{', '.join(p.name for p in doomed)}")
         report.data = {"removed": [str(p) for p in doomed]}
@@ -622,7 +661,9 @@ def compare(run_dirs: list[Path], out: Path | None = None, log: Log = _quiet) ->
         scored += [{"run": name, **row} for row in score_rows(kept)]
         specs += [spec for spec in (models.find(summary.model),) if spec is not None and spec not in specs]
     label = "_vs_".join(slug(Path(r).name) for r in run_dirs[:3])
-    path = Path(out) if out is not None else unique_path(Path(f"compare_{label}.png"))
+    first = runs.resolve_run(run_dirs[0])   # by default, beside the runs: in the folder that holds the first
+    beside = runs.output_dir(first) if runs.is_ready(first) else Path(first).parent
+    path = Path(out) if out is not None else unique_path(beside / f"compare_{label}.png")
     plots.save(plots.curves_figure(curves, title="  vs  ".join(names), figures=models.figures(specs)), path)
     return Report(path, data={"runs": table}, columns=_columns(specs), scores=scored)
 

@@ -42,6 +42,8 @@ class TrainConfig:
     grad_clip: float = setting(1.0, "clip the gradient norm; 0 turns it off", at_least(0.0, 1e6))
     augment: bool = setting(False, "random flips and +-10 degree rotations, per batch")
     device: str = setting("auto", "auto | cpu | cuda | mps", one_of(*DEVICES))
+    threads: int = setting(0, "CPU threads; 0: the cores other programs leave free, checked as it trains",
+                           at_least(0, 4096))
     seed: int = setting(0, "seeds weights, shuffling and augmentation", at_least(0, 2**63 - 1))
     eval_batch_size: int = setting(1000, "held-out images per evaluation batch", at_least(1, 65_536))
     grid_images: int = setting(8, "test images in each epoch's reconstruction grid", at_least(1, 64))
@@ -91,7 +93,9 @@ class RunConfig:
     def save_yaml(self, path: Path) -> None:
         import yaml
 
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        from vqgen.files import write_text
+
+        write_text(path, yaml.safe_dump(self.to_dict(), sort_keys=False), make_folder=False)
 
     @property
     def dataset_source(self) -> str:

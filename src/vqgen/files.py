@@ -1,34 +1,142 @@
-"""File mechanics shared by the data cache and run directories: atomic writes and names.
+"""File mechanics shared by the commands, run directories and the data cache: whole writes and names.
 
-`atomic_write` writes under a temporary name and renames, so a crash never
-leaves a half-written file under the real name; `remove_stale_temps` clears
-what a killed process left behind. `slug` is the one way a name becomes part
-of a file or directory name.
+`atomic_write` is the one way vqgen writes a file: under a temporary name
+beside the target, renamed into place, so the target is either the whole new
+file or, after a failure (a full disk, a read-only folder, Ctrl-C), exactly
+what it was; the temporary file goes, and a full disk or a folder that cannot
+be written is raised as a named error (`errors.explain`) naming the file.
+`write_bytes` and `write_text` are it for data already in memory (pictures,
+GIFs and figures are encoded in memory first, so their size is known);
+`append_whole` adds to a log file a record at a time, each whole or not at
+all; `check_writable` refuses a folder that cannot be written before work
+that would be lost. `remove_stale_temps` clears what a killed process left
+behind. `slug` is the one way a name becomes part of a file or directory
+name; `check_path_text` refuses one the locale cannot put in a file name, and
+`readable` shows one the locale could not decode; `shown_path` is the one way
+a long path is shown.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, Iterable
 
-from vqgen.errors import OutputPathError
+from vqgen.errors import OutputPathError, UsageError, explain
 
 TEMP_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")
+NAME_MAX = 255
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp_path)`, then rename the result over `path`."""
+def temp_path(path: Path) -> Path:
+    """The temporary name beside `path` that this process writes it under (a hash where the name is too long)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    name = f".{path.name}.{os.getpid()}.tmp"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".{hashlib.sha1(os.fsencode(path.name)).hexdigest()[:16]}.{os.getpid()}.tmp"
+    return path.with_name(name)
+
+
+def _discard(tmp: Path) -> None:
     try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:   # a folder that is gone or read-only: nothing can be left in it either
+        pass
+
+
+def atomic_write(path: Path, write: Callable[[Path], None], *, size: int | None = None,
+                 make_folder: bool = False) -> Path:
+    """Call `write(tmp_path)`, then rename the result over `path`; returns `path`.
+
+    On any failure the temporary file is removed and `path` is as it was. A full disk, a read-only or
+    forbidden folder, or a folder removed meanwhile, is raised as a named error (`errors.explain`) naming
+    `path` and, for a full disk, `size` (the bytes it needs) where given; another OSError as an
+    OutputPathError naming `path`. make_folder: create the folder first.
+    """
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        if make_folder:
+            path.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         os.replace(tmp, path)
+    except BaseException as e:
+        _discard(tmp)
+        named = explain(e, path, size) if isinstance(e, Exception) else None
+        if named is None and isinstance(e, OSError):   # a name too long, a link loop ...
+            named = OutputPathError(f"could not write {path} ({e.strerror or e.__class__.__name__})")
+        if named is None or named is e:
+            raise
+        raise named from None
+    return path
+
+
+def write_bytes(path: Path, data: bytes, make_folder: bool = True) -> Path:
+    """`data` as the file `path`, whole or not at all (`atomic_write`)."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data), size=len(data), make_folder=make_folder)
+
+
+def write_text(path: Path, text: str, make_folder: bool = True) -> Path:
+    """`text` as the UTF-8 file `path`, whole or not at all (`atomic_write`)."""
+    return write_bytes(path, text.encode("utf-8", "surrogateescape"), make_folder)
+
+
+def append_whole(fd: int, data: bytes, path: Path) -> None:
+    """Append `data` to the log file open as `fd` (O_APPEND) in one go, whole or not at all: after a failed
+    write (a full disk) the file is cut back to where it was, and the failure raised as a named error naming
+    `path`."""
+    before = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        done = 0
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError as e:
+        try:
+            os.ftruncate(fd, before)
+        except OSError:
+            pass
+        raise explain(e, path, len(data)) or e from None
+
+
+def check_writable(folder: Path, then: str = "") -> None:
+    """Refuse, as a named error, a folder no file can be written in (a read-only file system, no
+    permission); `then` is added to the message (what to do instead)."""
+    probe = temp_path(Path(folder) / "write-check")
+    try:
+        probe.touch()
+    except OSError as e:
+        named = explain(e, folder, action="write in")
+        if named is None:
+            raise
+        raise type(named)(named.message + then) from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        _discard(probe)
+
+
+def readable(text: str) -> str:
+    """A name read from the file system as it can be drawn or shown: bytes that the locale could not decode
+    (held as surrogates, under an ASCII locale) read as UTF-8, and what is not UTF-8 as U+FFFD."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def check_path_text(value, param: str) -> None:
+    """Refuse, naming `param`, a name or path that the locale's file-name encoding cannot write (a letter
+    outside Latin-1 under a Latin-1 locale, any non-ASCII letter given as text under an ASCII one)."""
+    text = os.fspath(value)
+    if isinstance(text, bytes):
+        return
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as e:
+        raise UsageError(f"`{param}` {text!r}: {text[e.start]!r} cannot be part of a file name under this locale "
+                         f"(its file names are {sys.getfilesystemencoding()}); use other letters, or a UTF-8 "
+                         "locale (LANG=C.UTF-8)") from None
 
 
 def _alive(pid: int) -> bool:
@@ -137,20 +245,31 @@ def output_names(paths: list[Path], suffix: str = ".png") -> list[str]:
     return names
 
 
-def writing(path: Path):
-    """A context that turns a failed write (disk full, no permission) into one clear error."""
-    return _Writing(Path(path))
+def _under_cwd(path: str | Path) -> Path:
+    """`path` relative to the current folder when it is under it (a path that still works there), else as
+    it is."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return p.relative_to(Path.cwd())
+        except ValueError:
+            pass
+    return p
 
 
-class _Writing:
-    def __init__(self, path: Path):
-        self.path = path
-
-    def __enter__(self):
-        return self.path
-
-    def __exit__(self, kind, error, tb):
-        if isinstance(error, OSError):
-            raise OutputPathError(f"could not write {self.path} ({error.strerror or error.__class__.__name__})") \
-                from None
-        return False
+def shown_path(path: str | Path, width: int = 36) -> str:
+    """A path as people read it in a line of output: relative to the current folder when under it, else with
+    ~ for the home folder, and at most `width` characters (an ellipsis in the middle, the last part whole
+    where it fits). A name that is not a local path (mnist, owner/name) is shown as it is."""
+    p = _under_cwd(path)
+    text = str(p) if p != Path(path) else str(path)
+    if p.is_absolute():
+        try:
+            text = "~/" + str(p.relative_to(Path.home()))
+        except ValueError:
+            pass
+    if len(text) <= width:
+        return text
+    tail = min(len(p.name), width - 4) if p.name else width // 2
+    tail = max(tail, (width - 1) * 2 // 3)
+    return text[:width - 1 - tail] + "…" + text[-tail:]

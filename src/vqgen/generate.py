@@ -104,6 +104,7 @@ class Sampler:
     class_names: list[str] | None = None            # the classes of the images it makes
     decoder: models.CodeModel | None = None
     latents: Callable[[], torch.Tensor | None] | None = None   # its training latents, for a model that keeps them
+    class_word: str = "class"                       # what a class is called in titles: "digit" (MNIST) or "class"
 
 
 def check_sample_options(spec: models.ModelSpec, options: dict) -> None:
@@ -123,7 +124,8 @@ def check_sample_options(spec: models.ModelSpec, options: dict) -> None:
         where = models.display_names([models.get(s) for s in elsewhere])
         raise UsageError(f"{'/'.join(f'`{k}`' for k in wrong)} {'is' if len(wrong) == 1 else 'are'} for "
                          f"{where} runs; {how}")
-    raise UsageError(f"{'/'.join(f'`{k}`' for k in wrong)} need a model that samples by class; {how}")
+    raise UsageError(f"{' and '.join(f'`{k}`' for k in wrong)} {'needs' if len(wrong) == 1 else 'need'} a model "
+                     f"that samples by class; {how}")
 
 
 def class_label(source: Sampler, digit: int | None, class_name: str | None) -> int | None:
@@ -137,9 +139,19 @@ def class_label(source: Sampler, digit: int | None, class_name: str | None) -> i
                          "drop `digit`/`class_name`")
     names = source.class_names or []
     want, param = (str(digit), "digit") if digit is not None else (class_name, "class_name")
-    if want not in names:
-        raise UsageError(f"`{param}` {want}: the dataset's classes are {', '.join(names) or 'none'}")
-    return names.index(want)
+    if want in names:
+        return names.index(want)
+    if param == "digit" and names and not all(n.isdigit() for n in names):
+        raise UsageError(f"`digit` {digit}: this dataset's classes have names, not numbers; give one with "
+                         f"`class_name`: {shown_classes(names)}")
+    raise UsageError(f"`{param}` {want}: the dataset's classes are {shown_classes(names) or 'none'}")
+
+
+def shown_classes(names: list[str], most: int = 12) -> str:
+    """A dataset's class names in a message: all of them, or the first and the last of many."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return ", ".join(names[:most - 2]) + f", ..., {names[-1]} ({len(names)} classes)"
 
 
 Preview = Callable[[torch.Tensor, float], None]

@@ -8,6 +8,7 @@ Pillow's built-in font, so they never depend on a font the system may lack.
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
+from PIL.PngImagePlugin import PngInfo
 
-from vqgen.files import writing
+from vqgen.files import readable, write_bytes
 
 MIN_TILE = 96   # smaller images are scaled up by a whole factor to about this size
 PADDING = 2     # white pixels between tiles
@@ -71,6 +73,8 @@ def labelled(grid: Image.Image, tile: int, *, row_labels: list[str] | None = Non
     """A grid of `tile`-pixel tiles with row labels in a left margin, and column labels and a title above."""
     if not (row_labels or col_labels or title):
         return grid
+    row_labels, col_labels = [readable(t) for t in row_labels or []], [readable(t) for t in col_labels or []]
+    title = readable(title) if title else title
     font = font_for(tile)
     line = font.getbbox("Ag")[3] + 4
 
@@ -102,12 +106,24 @@ def render_grid(images: torch.Tensor, nrow: int, *, row_labels: list[str] | None
                     title=title)
 
 
-def save_image(image: Image.Image, path: Path) -> Path:
+def encode(image: Image.Image, suffix: str = ".png", title: str | None = None) -> bytes:
+    """A PIL image as the bytes of a file of that suffix (PNG, JPEG, WebP ...); a PNG's `title` is also kept in
+    its metadata (the PNG keyword "Title")."""
+    buf = io.BytesIO()
+    fmt = Image.registered_extensions().get(suffix.lower(), "PNG")
+    if title and fmt == "PNG":
+        meta = PngInfo()
+        meta.add_itxt("Title", title)
+        image.save(buf, format=fmt, pnginfo=meta)
+    else:
+        image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def save_image(image: Image.Image, path: Path, title: str | None = None) -> Path:
+    """A PIL image as a file, encoded in memory and written whole (`files.write_bytes`)."""
     path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path)
-    return path
+    return write_bytes(path, encode(image, path.suffix, title))
 
 
 def save_png(image: torch.Tensor, path: Path) -> Path:
@@ -116,29 +132,25 @@ def save_png(image: torch.Tensor, path: Path) -> Path:
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int, **labels) -> Path:
-    """Images as a grid PNG; `row_labels`, `col_labels` and `title` label it."""
-    return save_image(render_grid(images, nrow, **labels), path)
+    """Images as a grid PNG; `row_labels`, `col_labels` and `title` label it (the title is also kept in the
+    PNG's metadata)."""
+    return save_image(render_grid(images, nrow, **labels), path, title=labels.get("title"))
 
 
 def save_frames(images: torch.Tensor, folder: Path, prefix: str = "frame") -> list[Path]:
-    """Each image as its own PNG at the model's resolution: frame_00.png, frame_01.png, ..."""
+    """Each image as its own PNG at the model's resolution: frame_00.png, frame_01.png, ... (each whole)."""
     folder = Path(folder)
     digits = max(2, len(str(len(images) - 1)))
-    paths = []
-    with writing(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, arr in enumerate(to_uint8(images)):
-            p = folder / f"{prefix}_{i:0{digits}d}.png"
-            Image.fromarray(arr).save(p)
-            paths.append(p)
-    return paths
+    return [write_bytes(folder / f"{prefix}_{i:0{digits}d}.png", encode(Image.fromarray(arr)))
+            for i, arr in enumerate(to_uint8(images))]
 
 
 def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = True,
              hold: int = 3) -> Path:
     """An animated GIF that loops forever; `bounce` plays it there and back.
 
-    The first and last frames show `hold` times as long, so the endpoints read.
+    The first and last frames show `hold` times as long, so the endpoints read. The GIF is encoded in
+    memory (imageio) and written whole, so a failed write leaves no file and prints nothing from imageio.
     """
     frames = upscale(frames.detach().cpu().float())
     seq = list(range(len(frames)))
@@ -147,9 +159,6 @@ def save_gif(frames: torch.Tensor, path: Path, fps: float = 8.0, bounce: bool = 
     step = 1000 / fps
     durations = [step * hold if bounce and i in (0, len(frames) - 1) else step for i in seq]
     arr = to_uint8(frames[seq])
-    path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Pillow takes a list of durations only for two frames or more.
-        iio.imwrite(path, arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
-    return path
+    # Pillow takes a list of durations only for two frames or more.
+    data = iio.imwrite("<bytes>", arr, extension=".gif", duration=durations if len(seq) > 1 else durations[0], loop=0)
+    return write_bytes(path, data)

@@ -17,11 +17,11 @@ from vqgen import data as D
 from vqgen import distributed, models, runs
 from vqgen.config import RunConfig, TrainConfig, read_yaml, resolve_config, split_settings
 from vqgen.errors import UsageError
-from vqgen.files import remove_stale_temps
+from vqgen.files import check_writable, remove_stale_temps
 from vqgen.settings import flat_values
 
 # The settings a resumed run takes from flags: how long and where it trains, not what it learns.
-APPLIED_ON_RESUME = ("epochs", "device", "precision", "compile", "data_in_memory")
+APPLIED_ON_RESUME = ("epochs", "device", "threads", "precision", "compile", "data_in_memory")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,8 +113,8 @@ def _parent_source(source: str) -> D.DatasetSource | None:
         return None
 
 
-RESUME_UNWRITABLE = ("a run trains only where it can save its checkpoints: copy it to a folder you can write and "
-                     "resume the copy")
+RESUME_UNWRITABLE = ("; a resumed run writes into its folder: copy the run to a folder you can write, and resume "
+                     "the copy")
 
 
 def plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
@@ -165,6 +165,7 @@ def _plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
     for key in APPLIED_ON_RESUME:
         if key in flags:
             setattr(cfg.train, key, flags[key])
+    check_writable(run_dir, RESUME_UNWRITABLE)
     committed = ckpt.epoch if ckpt else 0
     plan = Plan(cfg, spec, run_dir=run_dir)
     partial = runs.load_interrupted(run_dir, committed)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vqgen.files import writing
+from vqgen.files import readable, write_bytes
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -93,6 +93,7 @@ def curves_figure(runs: list[tuple[str, list[dict], list[dict]]], title: str = "
 
         figures = models.figures()
     by_name = {f.name: f for f in figures}
+    runs, title = [(readable(name), steps, epochs) for name, steps, epochs in runs], readable(title)
     panels = _panels(runs, figures) or [("loss", ("loss",), True)]
     many = len(runs) > 1
     cols = min(3, len(panels))
@@ -174,11 +175,13 @@ def code_colours(codes: np.ndarray, codebook_size: int) -> np.ndarray:
 
 
 def save(fig: "Figure", path: Path) -> Path:
+    """A figure as a PNG (or the format of the file name's suffix), drawn in memory and written whole."""
+    import io
+
     path = Path(path)
-    with writing(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, facecolor="white")
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".").lower() or "png", facecolor="white")
+    return write_bytes(path, buf.getvalue())
 
 
 def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names: list[str] | None,
@@ -189,9 +192,11 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names
     from matplotlib.figure import Figure
 
     extra = usage is not None
-    fig = Figure(figsize=(13 if extra else 7, 6), dpi=100, layout="constrained")
+    title, class_names = readable(title), [readable(str(c)) for c in class_names] if class_names else class_names
+    fig = Figure(figsize=(14 if extra else 7, 7 if extra else 6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(2, 3 if extra else 1, width_ratios=[2.2, 1, 1] if extra else [1])
+    grid = fig.add_gridspec(2, 3 if extra else 1, width_ratios=[1.6, 1, 1] if extra else [1],
+                            height_ratios=[1, 1.2] if extra else [1, 1])
     ax = fig.add_subplot(grid[:, 0])
     if labels is not None and class_names:
         for k, name in enumerate(class_names):
@@ -217,14 +222,18 @@ def latent_map_figure(coords: np.ndarray, labels: np.ndarray | None, class_names
         hax.set_xticks([])
         hax.set_yticks([])
         fig.colorbar(im, ax=hax, label="times used", shrink=0.8)
-        for i, (image, codes) in enumerate((examples or [])[:2]):
-            sub = grid[1, 1 + i].subgridspec(1, 2)
-            iax, cax = fig.add_subplot(sub[0]), fig.add_subplot(sub[1])
+        # The two test images and their code grids: four panels of one size, in one row of their own (a
+        # panel per gridspec cell would take the colorbar's width from the first pair only).
+        pairs = (examples or [])[:2]
+        row = grid[1, 1:].subgridspec(1, 2 * max(1, len(pairs)), wspace=0.04)
+        for i, (image, codes) in enumerate(pairs):
+            iax, cax = fig.add_subplot(row[2 * i]), fig.add_subplot(row[2 * i + 1])
             iax.imshow(image, cmap="gray" if image.ndim == 2 else None, vmin=0, vmax=1)
-            cax.imshow(codes, cmap="tab20", interpolation="nearest")
-            for (y, x), c in np.ndenumerate(codes):
-                if codes.shape[0] <= 8:
-                    cax.text(x, y, str(c), ha="center", va="center", fontsize=6)
+            cax.imshow(codes % 20, cmap="tab20", vmin=0, vmax=19, interpolation="nearest", alpha=0.55)
+            if codes.shape[0] <= 8:   # the numbers where the cells are large enough to read them
+                size = 9 if codes.max() < 100 else 7.5
+                for (y, x), c in np.ndenumerate(codes):
+                    cax.text(x, y, str(c), ha="center", va="center", fontsize=size)
             iax.set_title("test image", fontsize=9)
             cax.set_title("its codes", fontsize=9)
             for a in (iax, cax):

@@ -9,7 +9,8 @@ On a terminal, three lines that fit 80 columns:
 The epoch bar moves with every logged step, so its time left is known from the
 first seconds. The live figures wrap onto more lines on a narrow terminal
 rather than being cut. When output is not a terminal (a log file, CI), one
-line per epoch instead; `quiet` prints nothing.
+line per epoch instead (two where one would be wider than the console: the
+held-out figures under the training ones); `quiet` prints nothing.
 """
 
 from __future__ import annotations
@@ -135,8 +136,13 @@ class TrainProgress:
             self.progress.update(self.epoch_task, completed=epoch, count=f"{epoch}/{self.epochs}")
         train = {k: v for k, v in logs.items() if not k.startswith("test_")}
         test = {k[5:]: v for k, v in logs.items() if k.startswith("test_")}
-        self.log(f"epoch {epoch}/{self.epochs}  {format_logs(train, figures=self.figures)}"
-                 + (f"  | held out: {format_logs(test, figures=self.figures)}" if test else ""))
+        line = f"epoch {epoch}/{self.epochs}  {format_logs(train, figures=self.figures)}"
+        held_out = f"held out: {format_logs(test, figures=self.figures)}" if test else ""
+        if held_out and len(line) + 4 + len(held_out) <= self.console.width:
+            line += f"  | {held_out}"
+        elif held_out:   # too wide for one line: the held-out figures under the training ones
+            line += f"\n  {held_out}"
+        self.log(line)
 
     def stop(self) -> None:
         if self.progress:

@@ -41,6 +41,7 @@ are removed the next time the run is opened.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -53,8 +54,8 @@ from safetensors.torch import load_file, save_file
 
 from vqgen import __version__, models
 from vqgen.config import RunConfig
-from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError
-from vqgen.files import atomic_write, remove_stale_temps, slug
+from vqgen.errors import CheckpointError, OutputPathError, RunError, UsageError, explain
+from vqgen.files import atomic_write, check_path_text, remove_stale_temps, slug, write_text
 from vqgen.locks import LOCK_NAME, FolderLock
 
 WEIGHTS = "model.safetensors"
@@ -91,19 +92,22 @@ def check_run_name(name: str) -> str:
     """A run name must be one ordinary path component: no folders, no '..'."""
     if not name or name in (".", "..") or "/" in name or "\\" in name or name != name.strip() or "\0" in name:
         raise UsageError(f"`name` {name!r}: a run name is one folder name, such as my-run (no / or ..)")
+    check_path_text(name, "name")
     return name
 
 
 def new_run_dir(out: Path, name: str) -> Path:
     """Create `out/name`, or `out/name-2`, `-3`, ...: never an existing directory."""
     check_run_name(name)
+    check_path_text(out, "out")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputPathError(f"`out` {out}: is a file, not a folder for runs; give another --out")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise OutputPathError(f"`out` {out}: cannot create the folder ({e.strerror or e.__class__.__name__})") from None
+        raise explain(e, out) or OutputPathError(f"`out` {out}: cannot create the folder "
+                                                 f"({e.strerror or e.__class__.__name__})") from None
     for i in range(1, 10_000):
         path = out / (name if i == 1 else f"{name}-{i}")
         try:
@@ -112,8 +116,8 @@ def new_run_dir(out: Path, name: str) -> Path:
         except FileExistsError:
             continue
         except OSError as e:
-            raise OutputPathError(f"`out` {out}: cannot create a run folder in it "
-                                  f"({e.strerror or e.__class__.__name__})") from None
+            raise explain(e, path) or OutputPathError(f"`out` {out}: cannot create a run folder in it "
+                                                      f"({e.strerror or e.__class__.__name__})") from None
     raise RunError(f"too many runs named {name} in {out}")
 
 
@@ -157,6 +161,11 @@ class Checkpoint:
         return self.info.get("class_names")
 
     @property
+    def class_word(self) -> str:
+        """What its classes are called in titles: "digit" (MNIST's) or "class"."""
+        return class_word(self.info)
+
+    @property
     def run_epoch(self) -> int:
         """The run's latest epoch (that of these weights, unless they are its earlier best)."""
         return self.latest_epoch if self.latest_epoch is not None else self.epoch
@@ -165,6 +174,14 @@ class Checkpoint:
     def is_earlier_best(self) -> bool:
         """These are the run's best weights, of an epoch before its latest."""
         return self.latest_epoch is not None and self.latest_epoch != self.epoch
+
+
+def class_word(info: dict) -> str:
+    """"digit" for a run on MNIST, else "class"; runs before vqgen recorded it: "digit" for the classes 0-9."""
+    recorded = info.get("class_word")
+    if recorded in ("digit", "class"):
+        return recorded
+    return "digit" if info.get("class_names") == [str(i) for i in range(10)] else "class"
 
 
 def _umask() -> int:
@@ -186,7 +203,7 @@ def _save_safetensors(tensors: dict, path: Path, metadata: dict | None = None) -
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata=metadata)
         os.chmod(tmp, 0o666 & ~_umask())
-    atomic_write(path, write)
+    atomic_write(path, write, size=sum(t.nbytes for t in tensors.values()))
 
 
 def save_weights(path: Path, model: torch.nn.Module, config: RunConfig, info: dict) -> None:
@@ -206,11 +223,53 @@ def read_metadata(path: Path) -> dict:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
+        other = not_weights(path)
+        if other is not None:
+            raise UsageError(f"{path.name} is {other}, not a vqgen model; pass a run folder or its {WEIGHTS}") \
+                from None
         raise CheckpointError(f"{path}: corrupt or truncated weights file ({str(e).splitlines()[0][:80]}); "
                               "retrain, or resume the run if it has resume.pt") from None
     if "vqgen_model" not in meta or "config" not in meta:
         raise UsageError(f"{path}: a safetensors file, but not one written by vqgen")
     return meta
+
+
+# What a file that is not a safetensors file looks like, by its first bytes.
+MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+         (b"PK\x03\x04", "a zip archive"), (b"\x1f\x8b", "a gzip file"), (b"\xfd7zXZ", "an xz file"),
+         (b"%PDF", "a PDF file"), (b"\x80", "a Python pickle"))
+
+
+def not_weights(path: Path) -> str | None:
+    """What a file that safetensors cannot open looks like, when it is not a safetensors file at all ("a text
+    file", "a PNG image", "PyTorch's resume state"); None when it is one (a damaged one: its 8-byte header
+    length is followed by the JSON header's opening brace)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if path.suffix.lower() == ".safetensors":   # whatever it holds, under that name: a damaged one
+        return None
+    if not head:
+        return "an empty file"
+    if len(head) > 8 and head[8:9] == b"{":
+        return None
+    if head.startswith(b"PK\x03\x04") and b"data.pkl" in head:
+        return "a PyTorch file (torch.save)"
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return what
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4 or b"\0" in head:   # not just a character cut off at 4096 bytes
+            return "not a safetensors file"
+    if b"\0" in head:
+        return "not a safetensors file"
+    kinds = {".yaml": "a YAML file", ".yml": "a YAML file", ".md": "a text file", ".json": "a JSON file",
+             ".csv": "a CSV file"}
+    return kinds.get(path.suffix.lower(), "a text file")
 
 
 def _config_from_meta(path: Path, meta: dict) -> tuple[RunConfig, dict]:
@@ -286,6 +345,11 @@ def weights_path(path: Path, weights: str = "latest") -> Path:
             return path / BEST
         w = path / WEIGHTS
         if not w.is_file():
+            inside = [] if (path / CONFIG).is_file() else [s for s in list_runs(path) if s.usable]
+            if inside:   # a folder of runs: name them
+                shown = ", ".join(str(s.path) for s in inside[::-1][:4]) + (", ..." if len(inside) > 4 else "")
+                raise UsageError(f"{path} is a folder of {len(inside)} runs, not a run; pass one of them "
+                                 f"with `run` (newest first): {shown}")
             why = ("it was stopped before its first epoch ended; resume it with --resume"
                    if (path / INTERRUPTED).is_file() or (path / CONFIG).is_file() else "train it first")
             raise UsageError(f"{path}: no {WEIGHTS} in this run directory; {why}")
@@ -311,8 +375,17 @@ def read_run_config(run_dir: Path) -> RunConfig:
 # --------------------------------------------------------------------------- epoch commits and resume state
 
 
+def _nbytes(state) -> int:
+    """The bytes of the tensors in a nested state (about the size of its file)."""
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(_nbytes(v) for v in state.values())
+    return sum(_nbytes(v) for v in state) if isinstance(state, (list, tuple)) else 0
+
+
 def _torch_save(path: Path, state: dict) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp), size=_nbytes(state))
 
 
 def _torch_load(path: Path) -> dict:
@@ -333,10 +406,17 @@ def commit_epoch(run_dir: Path, model: torch.nn.Module, config: RunConfig, info:
     WEIGHTS is replaced, where they were WEIGHTS."""
     run_dir = Path(run_dir)
     _torch_save(run_dir / RESUME_STAGED, resume_state)
-    write_metrics(run_dir / METRICS, rows)
-    if not best and not (run_dir / BEST).is_file() and (run_dir / WEIGHTS).is_file():
-        keep_best(run_dir)
-    save_weights(run_dir / WEIGHTS, model, config, info)
+    try:
+        write_metrics(run_dir / METRICS, rows)
+        if not best and not (run_dir / BEST).is_file() and (run_dir / WEIGHTS).is_file():
+            keep_best(run_dir)
+        save_weights(run_dir / WEIGHTS, model, config, info)
+    except BaseException:   # not committed (a full disk, say): the staged state belongs to no epoch
+        try:
+            (run_dir / RESUME_STAGED).unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
     if best:
         (run_dir / BEST).unlink(missing_ok=True)
     os.replace(run_dir / RESUME_STAGED, run_dir / RESUME)
@@ -387,15 +467,17 @@ def reconcile_best(run_dir: Path, spec: models.ModelSpec, epoch: int) -> None:
 # --------------------------------------------------------------------------- who writes a run
 
 
-def lock_run(run_dir: Path, doing: str, hint: str = "") -> FolderLock:
+def lock_run(run_dir: Path, doing: str, then: str = "", action: str = "write in") -> FolderLock:
     """Take `run_dir`'s lock for this process (training, resuming, removing it), or refuse in one line naming
-    the process that holds it (locks.RunInUse, exit 1). `hint`: what to do where the folder cannot be written."""
+    the process that holds it (locks.RunInUse, exit 1). A folder that cannot be written is named as what
+    `action` could not do in it (`errors.explain`), with `then` (what to do instead) after."""
     lock = FolderLock(Path(run_dir), doing)
     try:
         return lock.acquire()
     except OSError as e:
-        raise RunError(f"{run_dir} cannot be written ({e.strerror or e.__class__.__name__})"
-                       + (f"; {hint}" if hint else "")) from None
+        named = explain(e, run_dir, action=action) or RunError(
+            f"cannot {action} {run_dir} ({e.strerror or e.__class__.__name__})")
+        raise type(named)(named.message + then) from None
 
 
 def load_resume(run_dir: Path, epoch: int) -> dict:
@@ -455,6 +537,23 @@ class RunSummary:
         """Has weights of at least one finished epoch."""
         return self.meta is not None and self.epoch >= 1
 
+    @property
+    def info(self) -> dict:
+        """What the weights' metadata records of the run's data: class_names, dataset_source, ..."""
+        try:
+            found = json.loads((self.meta or {}).get("info", "{}"))
+        except ValueError:
+            return {}
+        return found if isinstance(found, dict) else {}
+
+    @property
+    def model_config(self) -> dict:
+        try:
+            found = json.loads((self.meta or {}).get("config", "{}")).get("model_config")
+        except (ValueError, AttributeError):
+            return {}
+        return found if isinstance(found, dict) else {}
+
 
 def summarize(run_dir: Path) -> RunSummary | None:
     """A run directory's state, or None if it is not one."""
@@ -493,23 +592,92 @@ def list_runs(runs_dir: Path = Path("runs")) -> list[RunSummary]:
     return sorted(found, key=lambda s: s.mtime)
 
 
+@dataclass(frozen=True)
+class Need:
+    """What a command asks of a run it picks itself: a run that `fits`, said as `why` after "newest" and "no run"
+    ("with the classes 4 and 9"), and `how` to make one where none does."""
+    why: str
+    fits: Callable[[RunSummary], bool] = lambda s: True
+    how: str = ""
+    # Where no run fits, nor a ready-trained one: the newest run that comes `near` (has classes, but not
+    # these) is taken, said as `near_why`, so that its own error names the classes it has.
+    near: Callable[[RunSummary], bool] | None = None
+    near_why: str = ""
+
+
+def with_classes(names: list[str]) -> Need:
+    """A run whose data has these classes (a morph from class 4 to class 9)."""
+    shown = " and ".join(names)
+    return Need(f"with the class{'es' if len(names) > 1 else ''} {shown}",
+                lambda s: set(names) <= set(s.info.get("class_names") or []),
+                f"train one on labelled data that has them (vqgen train --dataset mnist for digits), or pass `run`",
+                near=lambda s: bool(s.info.get("class_names")), near_why="with class labels")
+
+
+def samples_class(name: str) -> Need:
+    """A run that samples by class and knows this one (a class-conditional sampler, `sample --digit 7`)."""
+    samplers = [s for s in models.with_operation("sample") if "labels" in s.sample_options]
+    how = ", then ".join(f"vqgen train{'' if s.name == models.DEFAULT_MODEL else ' --model ' + s.name}"
+                        for s in ([models.get(models.DEFAULT_MODEL)] if samplers and samplers[0].trains_on == "codes"
+                                  else []) + samplers[:1])
+
+    def by_class(s: RunSummary, name: str | None) -> bool:
+        """Samples by class (that one, if named): itself, or (a model of codes) through a prior beside it."""
+        spec, classes = models.get(s.model), s.info.get("class_names") or []
+        if not classes or (name is not None and name not in classes):
+            return False
+        if "labels" in spec.sample_options:
+            return s.model_config.get("num_classes") != 0
+        if spec.can("codes"):
+            me = s.path.resolve()
+            return any(by_class(c, name) for c in list_runs(s.path.parent)
+                       if c.usable and c.path != s.path and _names_run(parent_of(c.meta), me))
+        return False
+
+    return Need(f"that samples class {name}", lambda s: by_class(s, name),
+                f"train one on labelled data that has it ({how}), or pass `run`",
+                near=lambda s: by_class(s, None), near_why="that samples by class")
+
+
+def choose_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"), need: Need | None = None,
+               ready: bool = True) -> tuple[Path, str]:
+    """The newest run under `runs_dir` with a finished epoch whose model is one of `accept` and that fits
+    `need`; where there is none and `ready`, the ready-trained run of such a model shipped with vqgen. With the
+    status line that says which and why."""
+    names = {s.name for s in accept}
+    need = need or Need(f"{describe_kinds(accept)} run")
+    mine = [s for s in list_runs(runs_dir) if s.usable and s.model in names]
+    fit = [s for s in mine if need.fits(s)]
+    if fit:
+        return fit[-1].path, f"Using run {fit[-1].path} (newest {need.why})"
+    if ready:
+        shipped = [s for s in list_runs(READY_DIR) if s.usable and s.model in names and need.fits(s)]
+        # the model that learns images first (the VQ-VAE, which samples through its prior), then by name
+        shipped.sort(key=lambda s: (models.get(s.model).trains_on != "images", s.path.name))
+        if shipped:
+            path = shipped[0].path
+            if not mine:
+                return path, using(path)
+            return path, (f"Using the ready-trained {models.get(shipped[0].model).display_name} "
+                          f"{ready_name(path)}: no run in {runs_dir}/ {need.why}")
+    near = [s for s in mine if need.near(s)] if need.near is not None else []
+    if near:
+        return near[-1].path, f"Using run {near[-1].path} (newest {need.near_why})"
+    shipped_any = ready and any(s.usable and s.model in names for s in list_runs(READY_DIR))
+    if need.how and (mine or shipped_any):   # runs there are, but none that can: say what would
+        newest = f" (newest: {mine[-1].path.name})" if mine else ""
+        raise UsageError(f"no run in {runs_dir}/ {need.why}{newest}{', nor a ready-trained one' if ready else ''}; "
+                         f"{need.how}")
+    raise UsageError(f"no trained {describe_kinds(accept)} run under {runs_dir}/; train one with "
+                     f"`vqgen train --model {accept[0].name}`, or pass `run`")
+
+
 def find_latest_run(accept: list[models.ModelSpec], runs_dir: Path = Path("runs"),
                     where: Callable[[RunSummary], bool] | None = None, ready: bool = False) -> Path:
     """The newest run under `runs_dir` with a finished epoch whose model is one of `accept`; with `ready`,
     where there is none, the ready-trained run of such a model shipped with vqgen (`is_ready` tells)."""
-    names = {s.name for s in accept}
-    candidates = [s for s in list_runs(runs_dir)
-                  if s.usable and s.model in names and (where is None or where(s))]
-    if not candidates and ready:
-        shipped = [s for s in list_runs(READY_DIR) if s.usable and s.model in names]
-        # the model that learns images first (the VQ-VAE, which samples through its prior), then by name
-        shipped.sort(key=lambda s: (models.get(s.model).trains_on != "images", s.path.name))
-        if shipped:
-            return shipped[0].path
-    if not candidates:
-        raise UsageError(f"no trained {describe_kinds(accept)} run under {runs_dir}/; train one with "
-                         f"`vqgen train --model {accept[0].name}`, or pass `run`")
-    return candidates[-1].path
+    need = Need(f"{describe_kinds(accept)} run", where) if where is not None else None
+    return choose_run(accept, runs_dir, need, ready)[0]
 
 
 def parent_of(meta: dict) -> str | None:
@@ -560,6 +728,7 @@ def resolve_run(run: Path | str) -> Path:
     """A run as the user names it: a path, or `ready:NAME`, a ready-trained run shipped with vqgen."""
     text = os.fspath(run)
     if not text.startswith(READY_PREFIX):
+        check_path_text(text, "run")
         return Path(text)
     name = text[len(READY_PREFIX):]
     shipped = sorted(s.path.name for s in list_runs(READY_DIR) if s.usable)
@@ -588,12 +757,12 @@ def run_label(run: Path | str) -> str:
     return ready_name(run) or str(run)
 
 
-def using(run: Path, ckpt: Checkpoint | None = None) -> str:
-    """The status line of a command that picked `run` itself: which run (and which epoch, where its best is
-    not its latest), and for a ready-trained one, how to train your own."""
+def using(run: Path) -> str:
+    """The status line of a command that picked `run` itself: which run, and for a ready-trained one, how
+    to train your own."""
     name = ready_name(run)
     if name is None:
-        return f"Using run {run}" + (f": {which_epoch(ckpt)}" if ckpt is not None and ckpt.is_earlier_best else "")
+        return f"Using run {run}"
     spec = models.get(summarize(Path(run)).model)
     train = "vqgen train" + ("" if spec.name == models.DEFAULT_MODEL else f" --model {spec.name}")
     return f"Using the ready-trained {spec.display_name} {name}; train your own: {train}"
@@ -654,14 +823,12 @@ def write_metrics(path: Path, rows: list[dict]) -> None:
     for row in rows:
         columns += [k for k in row if k not in columns]
 
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=columns)
-            w.writeheader()
-            for row in rows:
-                w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-
-    atomic_write(path, write)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns)
+    w.writeheader()
+    for row in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    write_text(path, buf.getvalue(), make_folder=False)
 
 
 def read_metrics(path: Path, upto_epoch: int | None = None) -> list[dict]:
@@ -765,5 +932,4 @@ def write_scores(run_dir: Path, entries: list[dict]) -> None:
         shipped = _score_entries(Path(run_dir) / SCORES)
         entries = [e for e in entries if e not in shipped]
         path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"format": SCORES_FORMAT, "scores": entries}, indent=1)
-    atomic_write(path, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
+    write_text(path, json.dumps({"format": SCORES_FORMAT, "scores": entries}, indent=1) + "\n", make_folder=False)

@@ -35,11 +35,13 @@ from vqgen import data as D
 from vqgen import distributed, images, memory, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
 from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
+from vqgen.files import check_path_text, shown_path
 from vqgen.memory import physical_memory
 from vqgen.metrics import RunningMean, psnr
 from vqgen.planning import Plan, plan_new, plan_resume, resolve_device
 from vqgen.progress import TrainProgress
 from vqgen.settings import field_names
+from vqgen.threads import Threads
 from vqgen.trainer import Optimization, Trainer, autocast
 from vqgen.tracking import STEPS, RunLog, read_steps
 
@@ -210,6 +212,8 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         resolve_device(flags["device"])   # refuse a missing GPU before loading any data
     if name is not None:
         runs.check_run_name(name)
+    if out is not None:
+        check_path_text(out, "out")   # before any data is loaded
 
     if resume is not None:
         given = {k: v for k, v in {"model": model, "dataset": dataset, "config": config_file, "name": name,
@@ -223,8 +227,12 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
         device = torch.device("cuda", ranks.local)
     try:
         # The batches keep one shape: cuDNN may time its kernels once and keep the fastest.
+        # On the CPU, as many threads as the cores other programs leave free (several processes: torchrun's).
+        cpu_threads = Threads(plan.config.train.threads, log) if device.type == "cpu" and not ranks.many else None
+        if cpu_threads is not None:
+            cpu_threads.start()
         with denormals_flushed(), cudnn_benchmark(device.type == "cuda"):
-            session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True))
+            session = Session(plan, device, ranks, progress if ranks.main else TrainProgress(quiet=True), cpu_threads)
             result = session.run(out, name)
         # Every rank done (rank 0 draws the curves last) before the group is torn down: a rank that tore it
         # down while another still used it aborted now and then ("terminate called without an active exception").
@@ -244,8 +252,9 @@ DIVERGED_EPOCHS = 2
 class Session:
     """One training session of a planned run: data, model, optimizer, run directory, record, checkpoints."""
 
-    def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress):
-        self.plan, self.cfg, self.spec = plan, plan.config, plan.spec
+    def __init__(self, plan: Plan, device: torch.device, ranks: distributed.Ranks, progress: TrainProgress,
+                 cpu_threads: Threads | None = None):
+        self.plan, self.cfg, self.spec, self.cpu_threads = plan, plan.config, plan.spec, cpu_threads
         self.warned_diverged = False
         self.device, self.ranks, self.progress, self.log = device, ranks, progress, progress.log
         progress.describe(models.figures([self.spec]))
@@ -381,9 +390,10 @@ class Session:
         what = "code grids" if self.plan.parent is not None else "images"
         where = f"{self.ranks.world} processes" + (" (one per GPU)" if self.device.type == "cuda" else "") \
             if self.ranks.many else str(self.device)
-        self.log(f"Training a {self.spec.display_name} on {self.img.source}: {len(self.train_x):,} training and "
-                 f"{len(self.test_x):,} held-out {what}, on {where}"
-                 + (f", in {self.precision}" if self.precision != "fp32" else ""))
+        counts = (f": {len(self.train_x):,} training and {len(self.test_x):,} held-out {what}, on {where}"
+                  + (f", in {self.precision}" if self.precision != "fp32" else ""))
+        head = f"Training a {self.spec.display_name} on "
+        self.log(head + shown_path(self.img.source, max(16, 80 - len(head) - len(counts))) + counts)
         self.run_log = RunLog(self.run_dir, self.start_epoch * len(self.batches) + self.start_step)
 
     def on_epoch_end(self, tr: Trainer) -> None:
@@ -418,6 +428,7 @@ class Session:
         resume_state = {**self.optimizer_state(), "epoch": tr.epoch, "step": 0,
                         "torch_rng": torch.get_rng_state(), "data_rng": self.generator.get_state()}
         info = {"dataset_source": self.img.source, "class_names": self.img.class_names,
+                "class_word": self.img.class_word,
                 "image_size": self.img.image_size, "channels": self.img.channels,
                 "train_images": len(self.train_x), "test_images": len(self.test_x), "epoch": tr.epoch,
                 "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
@@ -475,6 +486,8 @@ class Session:
                           device_type=self.device.type, sync_gradients=self.sync_gradients,
                           before_step=self.before_step)
         trainer.add_callback("on_epoch_end", self.on_epoch_end)
+        if self.cpu_threads is not None and self.cpu_threads.adaptive:
+            trainer.add_callback("on_log", lambda tr: self.cpu_threads.revisit())
         if self.run_log is not None:
             steps = len(self.batches)
             trainer.add_callback("on_log", lambda tr: self.run_log.step(tr.global_step, tr.epoch + tr.step / steps,

@@ -25,12 +25,12 @@ from vqgen.data.batches import Batches, augment, augment_params, map_batches
 from vqgen.data.cache import (CACHE_FORMAT, Damaged, EntryWriter, ImageData, cache_dir, entry_name, fits_in_memory,
                               physical_memory, read_entry, usable_cache_dir)
 from vqgen.data.decoding import Progress, decode_listing, decode_workers
-from vqgen.data.sources import (IMAGE_SUFFIXES, KINDS, NATIVE_SHAPE, SHORT_NAMES, DatasetSource, SourceKind,
+from vqgen.data.sources import (DIGIT_DATASETS, IMAGE_SUFFIXES, KINDS, NATIVE_SHAPE, SHORT_NAMES, DatasetSource, SourceKind,
                                 _list_files, probe_shape, resolve_dataset, short_error)
 from vqgen.data.user_images import load_image_file, load_image_folder, to_images
 from vqgen.decode import image_to_array
 from vqgen.errors import DatasetError, RunError
-from vqgen.files import remove_stale_temps
+from vqgen.files import remove_stale_temps, shown_path
 
 Log = Callable[[str], None]
 
@@ -51,6 +51,13 @@ def load_images(name: str, size: int, channels: int, log: Log = _quiet, use_cach
     source: `name` already resolved (`resolve_dataset`), so that it is not resolved again.
     """
     src = source if source is not None else resolve_dataset(name)
+    found = _load_images(src, name, size, channels, log, use_cache, workers, progress, in_memory)
+    found.class_word = "digit" if src.known in DIGIT_DATASETS else "class"
+    return found
+
+
+def _load_images(src: DatasetSource, name: str, size: int, channels: int, log: Log, use_cache: bool,
+                 workers: int | None, progress: Progress | None, in_memory: bool | None) -> ImageData:
     entry = entry_name(src, size, channels)
     root = usable_cache_dir() if use_cache else None
     if root is not None:
@@ -96,7 +103,13 @@ def _decode_entry(src: DatasetSource, name: str, folder: Path, root: Path | None
     """
     listing = src.listing()
     if root is not None:
-        log(f"Preparing {src.source} at {size}x{size}x{channels}: decoded once, then cached in {root}")
+        text = f"at {size}x{size}x{channels}: decoded once, cached in"
+        what, where = shown_path(src.source, 40), shown_path(root, 40)
+        room = 80 - len(f"Preparing   {text} ")   # both paths shown whole where they fit, else halves of the room
+        if len(what) + len(where) > room:
+            what = shown_path(src.source, max(room - len(where), room // 2))
+            where = shown_path(root, room - len(what))
+        log(f"Preparing {what} {text} {where}")
         if in_memory is None:
             in_memory = fits_in_memory(listing.count * channels * size * size)
     else:

@@ -41,6 +41,7 @@ class ImageData:
     converted: int = 0               # images converted to the model's mode
     skipped: int = 0                 # unreadable images left out
     mapped: bool = False             # the images are memory-mapped from the cache, not held in memory
+    class_word: str = "class"        # what a class is called in titles: "digit" for MNIST's, else "class"
 
     @property
     def image_size(self) -> int:
@@ -87,13 +88,15 @@ class Damaged(Exception):
 
 
 def _fingerprint(src: DatasetSource, size: int, channels: int) -> str:
-    h = hashlib.sha1(f"{CACHE_FORMAT}|{src.kind}|{src.source}|{size}|{channels}".encode())
+    # Paths as the file system's bytes (os.fsencode): a name the locale cannot decode holds surrogates, which
+    # .encode() refuses; a UTF-8 name gives the same bytes, and so the same key, as it always did.
+    h = hashlib.sha1(os.fsencode(f"{CACHE_FORMAT}|{src.kind}|{src.source}|{size}|{channels}"))
     for p in src.files:   # local files: a change to any file makes a new cache entry
         try:
             st = p.stat()
-            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+            h.update(os.fsencode(f"{p}|{st.st_size}|{st.st_mtime_ns}"))
         except OSError:
-            h.update(f"{p}|missing".encode())
+            h.update(os.fsencode(f"{p}|missing"))
     return h.hexdigest()[:16]
 
 

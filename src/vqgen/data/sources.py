@@ -3,13 +3,16 @@
 `KINDS` is the table of source kinds: a Hub id, a copy shipped inside the package (MNIST: `mnist`), and
 three layouts of a local folder (MNIST's IDX files, a Hub-layout folder of parquet files, a folder of
 images), tried in that order. Each kind says how its folder is recognised, which known dataset a folder is
-a copy of, the shape to train it at, and how its splits are listed for decoding (a `Listing`).
+a copy of (MNIST: by its content, never by its shape or a card), the shape to train it at, and how its splits
+are listed for decoding (a `Listing`, with the class names the data has).
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import gzip
+import hashlib
 import lzma
 import math
 import os
@@ -24,8 +27,8 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from vqgen.decode import image_mode, mode_channels
-from vqgen.errors import DatasetError, DownloadError, UsageError
-from vqgen.files import slug
+from vqgen.errors import DatasetError, DiskFull, DownloadError, NotWritable, UsageError, explain
+from vqgen.files import check_path_text, slug
 
 SHORT_NAMES = {
     "mnist": "ylecun/mnist",
@@ -42,6 +45,21 @@ TABLE_SUFFIXES = {".parquet", ".arrow", ".csv", ".jsonl"}
 TEST_SPLITS = ("test", "validation", "valid")
 HOLDOUT_FRACTION = 0.05   # carved off as a test split when a dataset has none
 PROBE_TRIES = 200         # images tried to find the first readable one
+# MNIST is known by its content, not its shape: the SHA-256 of each IDX file's decoded bytes (the files of the
+# original distribution, however compressed), and, for a Hub-layout copy, of its labels as bytes and of the
+# pixels of its first training images (PNG files in parquet are not byte-identical from copy to copy).
+MNIST_IDX_SHA256 = {
+    ("train", "images"): "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ("train", "labels"): "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ("t10k", "images"): "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ("t10k", "labels"): "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_LABELS_SHA256 = {"train": "1feba77c54802fa5339a11837ea4b2866434b83314ec45192930f1df69120c13",
+                       "test": "ddeff807876a9661a1110d45c266c86239a3a1b7d37da0c3716a7a683c852ff5"}
+MNIST_FIRST_IMAGES = 16
+MNIST_FIRST_IMAGES_SHA256 = "b72be252ad746f920c972b6b8f0063d5e8973bb401881405783dff81ca106670"
+DIGIT_DATASETS = {"mnist"}     # known datasets whose classes are digits: their grids say "digit 9", not "class 9"
+CLASS_NAMES_FILE = "classes.txt"   # beside IDX files: the name of each label, one a line
 LOCAL_LAYOUTS = ("a folder laid out like the Hub dataset (parquet files and a README.md card), a folder with "
                  "the MNIST IDX files (train-images-idx3-ubyte.gz, ...), or a folder of images "
                  "(class subfolders become labels)")
@@ -164,6 +182,7 @@ def resolve_dataset(name: str) -> DatasetSource:
     """Turn `dataset` into a source, or say clearly why it cannot be one."""
     if not str(name).strip():
         raise UsageError("`dataset` is empty; give mnist, anime-faces, a Hub id or a folder")
+    check_path_text(name, "dataset")
     path = Path(name).expanduser()
     if name.startswith(PACKAGED_PREFIX) and name[len(PACKAGED_PREFIX):] in PACKAGED:
         return _packaged(name[len(PACKAGED_PREFIX):])
@@ -264,9 +283,52 @@ def _idx_dims(path: Path) -> tuple[int, ...] | None:
         return None
 
 
+def _idx_kind(name: str) -> tuple[str, str] | None:
+    """(split prefix, "images" or "labels") of an IDX file's name, or None."""
+    for prefix in ("train", "t10k"):
+        if name.startswith(prefix):
+            if "idx3-ubyte" in name:
+                return prefix, "images"
+            if "idx1-ubyte" in name:
+                return prefix, "labels"
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _decoded_sha256(path: str, size: int, mtime_ns: int) -> str | None:
+    """The SHA-256 of an IDX file's decoded bytes (size and time: a changed file is hashed again)."""
+    h = hashlib.sha256()
+    try:
+        with _idx_open(Path(path)) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except (OSError, EOFError, zlib.error, lzma.LZMAError):
+        return None
+    return h.hexdigest()
+
+
 def _idx_known(folder: Path, files: list[Path]) -> str | None:
-    train = next((p for p in files if p.name.startswith("train-images-idx3-ubyte")), None)
-    return "mnist" if train and _idx_dims(train) == (60000, 28, 28) else None
+    """"mnist" where the folder's IDX files are MNIST's, byte for byte once decompressed; else None.
+
+    The shape alone (60,000 images of 28x28) is shared by many datasets (letters, clothing, Kuzushiji, ...).
+    The labels are compared first (small), and the images only where the training images' shape is MNIST's.
+    """
+    found = {}
+    for p in files:
+        kind = _idx_kind(p.name)
+        if kind is not None and kind not in found:
+            found[kind] = p
+    train = found.get(("train", "images"))
+    if train is None or _idx_dims(train) != (60000, 28, 28):
+        return None
+    for kind in sorted(found, key=lambda k: k[1] == "images"):   # labels first: they are small
+        try:
+            st = found[kind].stat()
+        except OSError:
+            return None
+        if _decoded_sha256(str(found[kind]), st.st_size, st.st_mtime_ns) != MNIST_IDX_SHA256[kind]:
+            return None
+    return "mnist"
 
 
 def _read_idx(path: Path, ndim: int) -> np.ndarray:
@@ -304,24 +366,78 @@ def _list_idx(src: DatasetSource) -> Listing:
     if not has_labels:
         for s in splits.values():
             s.labels = None
-    names = [str(i) for i in range(int(max(s.labels.max() for s in splits.values())) + 1)] if has_labels else None
-    return Listing(splits, names)
+        return Listing(splits, None)
+    count = int(max(s.labels.max() for s in splits.values())) + 1
+    return Listing(splits, _idx_class_names(src, count))
+
+
+def _idx_class_names(src: DatasetSource, count: int) -> list[str]:
+    """The names of IDX labels 0..count-1: from a classes.txt beside the files (one name a line), else the
+    numbers themselves."""
+    path = next((p for p in src.files if p.name == CLASS_NAMES_FILE and p.parent == Path(src.source)), None)
+    if path is None:
+        return [str(i) for i in range(count)]
+    try:
+        names = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: not readable as text ({e.__class__.__name__}); give one class name a line, "
+                           "in UTF-8") from None
+    while names and not names[-1]:
+        names.pop()
+    blank = [i for i, name in enumerate(names) if not name]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if blank or twice or len(names) < count:
+        why = (f"line {blank[0] + 1} is blank" if blank else f"{twice[0]!r} names two classes" if twice else
+               f"{len(names)} names for labels 0-{count - 1}")
+        raise DatasetError(f"{path}: {why}; give one name per label, a line each, label 0 first")
+    return names
 
 
 # --------------------------------------------------------------------------- the Hugging Face Hub's layout
 
 
-def _known_from_card(folder: Path, files: list[Path]) -> str | None:
-    """The short name of a known dataset whose Hub id or name a folder's dataset card gives."""
-    card = folder / "README.md"
+def _parquet_column(files: list[Path], column: str):
+    """A column of parquet files, one after the other, as a pyarrow array; None where one lacks it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for p in files:
+        table = pq.read_table(p, columns=[column])
+        parts += table.column(column).chunks
+    return pa.chunked_array(parts) if parts else None
+
+
+def _hub_folder_known(folder: Path, files: list[Path]) -> str | None:
+    """"mnist" where a Hub-layout folder holds MNIST (its labels, split by split, and the pixels of its first
+    training images are MNIST's), whatever its dataset card says; else None."""
+    import io
+
+    from PIL import Image
+
+    parquet = [p for p in files if p.suffix == ".parquet"]
+    by_split = {split: [p for p in parquet if p.name.startswith(split) or f"/{split}/" in p.as_posix()]
+                for split in ("train", "test")}
     try:
-        text = card.read_text(encoding="utf-8", errors="replace")[:20_000] if card.is_file() else ""
-    except OSError:
+        import pyarrow.parquet as pq
+
+        if sum(pq.ParquetFile(p).metadata.num_rows for p in by_split["train"]) != 60000:
+            return None
+        for split, want in MNIST_LABELS_SHA256.items():
+            if not by_split[split] and split == "test":
+                continue
+            labels = _parquet_column(by_split[split], "label")
+            got = np.asarray(labels.to_numpy(), dtype=np.int64) if labels is not None else None
+            if got is None or got.min() < 0 or got.max() > 9 or \
+                    hashlib.sha256(got.astype(np.uint8).tobytes()).hexdigest() != want:
+                return None
+        first = pq.ParquetFile(by_split["train"][0]).iter_batches(batch_size=MNIST_FIRST_IMAGES, columns=["image"])
+        cells = next(first).column("image").to_pylist()
+        pixels = b"".join(np.asarray(Image.open(io.BytesIO(c["bytes"] if isinstance(c, dict) else c)).convert("L"),
+                                     dtype=np.uint8).tobytes() for c in cells)
+    except Exception:  # noqa: BLE001 - any file that cannot be read this way is not a copy of MNIST
         return None
-    for short, hub_id in SHORT_NAMES.items():
-        if hub_id in text or f"config_name: {short}" in text:
-            return short
-    return None
+    return "mnist" if hashlib.sha256(pixels).hexdigest() == MNIST_FIRST_IMAGES_SHA256 else None
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -360,6 +476,23 @@ def hub_offline():
             setattr(module, name, value)
 
 
+@contextmanager
+def _datasets_quiet():
+    """`datasets` without its progress bars ("Generating train split") and notices for the block: vqgen says
+    what it does in its own words."""
+    from datasets import utils
+
+    bars_off, level = utils.are_progress_bars_disabled(), utils.logging.get_verbosity()
+    utils.disable_progress_bars()
+    utils.logging.set_verbosity(utils.logging.CRITICAL)   # its "Failed to read file" too: vqgen says it
+    try:
+        yield
+    finally:
+        utils.logging.set_verbosity(level)
+        if not bars_off:
+            utils.enable_progress_bars()
+
+
 def _load_hub(src: DatasetSource):
     """The Hub dataset (a Hub id, or a Hub-layout folder), loaded through `datasets` once per source."""
     if src.opened is not None:
@@ -368,23 +501,55 @@ def _load_hub(src: DatasetSource):
 
     remote = src.kind == "hub"
     reachable = remote and _hub_reachable()
+    verbosity = datasets.logging.get_verbosity()
     try:
         # Offline: use the copy datasets cached on an earlier download, or fail at once.
-        with hub_offline() if remote and not reachable else nullcontext():
+        with hub_offline() if remote and not reachable else nullcontext(), _datasets_quiet():
             src.opened = datasets.load_dataset(src.source)
         return src.opened
     except Exception as e:  # noqa: BLE001 - datasets raises many kinds: offline, missing repo, bad files
         kind = e.__class__.__name__
+        full = explain(e, folder=datasets.config.HF_DATASETS_CACHE)   # a full or read-only HF_HOME
+        if isinstance(full, (DiskFull, NotWritable)):
+            raise full from None
         if remote:
             if kind in ("DatasetNotFoundError", "RepositoryNotFoundError") and reachable and _hub_reachable():
                 raise UsageError(f"`dataset` {src.source}: not found on the Hugging Face Hub; "
                                  "check the id, or give a local folder") from None
-            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub ({short_error(e)}); "
+            # Offline, the error is datasets' OfflineModeIsEnabled, for a switch vqgen threw: say what it means.
+            why = (f" ({short_error(e)})" if reachable else ": it is not in the datasets cache and the Hub cannot be "
+                   "reached" + (" (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""))
+            raise DownloadError(f"could not download {src.source} from the Hugging Face Hub{why}; "
                                 f"if offline, point `dataset` at a local copy: {LOCAL_LAYOUTS}") from None
-        if "corresponds to no data" in str(e):
-            raise DatasetError(f"`dataset` {src.source}: its files hold no rows") from None
+        if "corresponds to no data" in str(e) or _holds_no_rows(src.files):
+            raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows") from None
         raise DatasetError(f"`dataset` {src.source}: could not read it as a Hub-layout folder "
                            f"({short_error(e)})") from None
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+
+
+def _rows(path: Path) -> int | None:
+    """How many rows a table file holds, read from its metadata or lines; None where that is not known."""
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        if path.suffix in (".csv", ".jsonl"):
+            with open(path, "rb") as f:
+                lines = sum(1 for line in f if line.strip())
+            return max(0, lines - 1) if path.suffix == ".csv" else lines
+    except Exception:  # noqa: BLE001 - a damaged file: not known to be empty
+        return None
+    return None
+
+
+def _holds_no_rows(files: list[Path]) -> bool:
+    """Whether every table file of a Hub-layout folder is known to hold no rows (datasets then fails with
+    "An error occurred while generating the dataset", or StopIteration)."""
+    counts = [_rows(p) for p in files if p.suffix in TABLE_SUFFIXES]
+    return bool(counts) and all(c == 0 for c in counts)
 
 
 def _image_column(split, source: str) -> str:
@@ -416,7 +581,7 @@ def _hub_shape(src: DatasetSource) -> tuple[int, int]:
         if len(split):
             col = _image_column(split, src.source)
             return _first_readable_shape(src, _raw_images(split, col).select(range(min(PROBE_TRIES, len(split))))[col])
-    raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+    raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows")
 
 
 def _list_hub(src: DatasetSource) -> Listing:
@@ -424,7 +589,7 @@ def _list_hub(src: DatasetSource) -> Listing:
 
     ds = _load_hub(src)
     if not any(len(split) for split in ds.values()):
-        raise DatasetError(f"`dataset` {src.source}: its files hold no rows")
+        raise DatasetError(f"no images in `dataset` {src.source}: its files hold no rows")
     splits, class_names = {}, None
     for name, split in ds.items():
         col = _image_column(split, src.source)
@@ -453,7 +618,7 @@ KINDS: dict[str, SourceKind] = {kind.name: kind for kind in (
     SourceKind("packaged", _list_idx, lambda src: NATIVE_SHAPE[src.known]),   # no detect: named, not found
     SourceKind("idx", _list_idx, lambda src: NATIVE_SHAPE["mnist"], known=_idx_known,
                detect=lambda files: any("idx3-ubyte" in p.name for p in files)),
-    SourceKind("hub-folder", _list_hub, _hub_shape, known=_known_from_card,
+    SourceKind("hub-folder", _list_hub, _hub_shape, known=_hub_folder_known,
                detect=lambda files: any(p.suffix in TABLE_SUFFIXES for p in files)),
     SourceKind("images", _list_image_folder, lambda src: _first_readable_shape(src, _image_files(src.files)),
                detect=lambda files: bool(_image_files(files))),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vqgen.data.sources import IMAGE_SUFFIXES
-from vqgen.decode import DECODE_ERRORS, image_to_array, open_image
+from vqgen.decode import DECODE_ERRORS, decode, image_to_array, open_image
 from vqgen.errors import UsageError
 
 
@@ -62,19 +63,30 @@ def to_images(x, size: int, channels: int) -> torch.Tensor:
     return t.clamp(0, 1).contiguous()
 
 
-def load_image_folder(folder: str | Path, size: int, channels: int) -> tuple[torch.Tensor, list[Path], int]:
-    """Every readable image in a folder as floats (N, C, size, size) in [0, 1], their paths, and how many were skipped."""
+def load_image_folder(folder: str | Path, size: int, channels: int) -> tuple[torch.Tensor, list[Path], list[Path]]:
+    """Every readable image in a folder as floats (N, C, size, size) in [0, 1], their paths, and the image
+    files that could not be read (broken or empty files, dangling links, images over Pillow's pixel limit).
+
+    Image files are those with an image suffix; other files, and folders, are not images and not counted.
+    """
     folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = []
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if Path(e.name).suffix.lower() in IMAGE_SUFFIXES and \
+                    (e.is_file() or (e.is_symlink() and not os.path.exists(e.path))):   # dangling: unreadable
+                files.append(Path(e.path))
+    files.sort()
     if not files:
         raise UsageError(f"`input` {folder}: no image files in that folder")
-    loaded, paths, skipped = [], [], 0
+    loaded, paths, unreadable = [], [], []
     for p in files:
-        try:
-            loaded.append(load_image_file(p, size, channels))
+        arr, _ = decode(p, size, channels)
+        if arr is None:
+            unreadable.append(p)
+        else:
+            loaded.append(torch.from_numpy(arr.copy()).float().div(255).unsqueeze(0))
             paths.append(p)
-        except UsageError:
-            skipped += 1
     if not loaded:
-        raise UsageError(f"`input` {folder}: none of the images could be read")
-    return torch.cat(loaded), paths, skipped
+        raise UsageError(f"`input` {folder}: none of its {len(files)} images could be read")
+    return torch.cat(loaded), paths, unreadable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import functools
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -35,7 +36,7 @@ def reference_path(key: str, network: str) -> Path:
     from vqgen.data import usable_cache_dir
     from vqgen.files import slug
 
-    digest = hashlib.sha1(f"{key}|{network}|{network_fingerprint(network)}".encode()).hexdigest()[:16]
+    digest = hashlib.sha1(os.fsencode(f"{key}|{network}|{network_fingerprint(network)}")).hexdigest()[:16]
     return usable_cache_dir() / FOLDER / f"{slug(key)[:80]}-{network}-{digest}.safetensors"
 
 
@@ -56,6 +57,8 @@ def cached_reference(key: str, network: str, compute: Callable[[], torch.Tensor]
     features = compute().double().contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
-    meta = {"key": key, "network": network, "fingerprint": network_fingerprint(network)}
-    atomic_write(path, lambda tmp: save_file({"features": features}, str(tmp), metadata=meta))
+    # A key with a path the locale could not decode holds surrogates, which safetensors' metadata refuses.
+    meta = {"key": key.encode("utf-8", "backslashreplace").decode("utf-8"), "network": network,
+            "fingerprint": network_fingerprint(network)}
+    atomic_write(path, lambda tmp: save_file({"features": features}, str(tmp), metadata=meta), size=features.nbytes)
     return features
