@@ -65,7 +65,7 @@ def test_a_sample_of_a_class_takes_the_newest_run_that_samples_it(home, face_run
     r = invoke("sample", "--digit", 7, "--n", 2, cwd=mine)
     assert r.exit_code == 0, r.output
     assert "Using run runs/prior-mnist (newest that samples class 7)" in r.stderr
-    assert (mine / "runs" / "prior-mnist" / "samples_digit7_n2.png").is_file()
+    assert (mine / "runs" / "prior-mnist" / "samples_digit-7_n2.png").is_file()
     r = invoke("sample", "--n", 2, cwd=mine)   # no class asked: the newest run that samples at all
     assert r.exit_code == 0 and "Using run runs/vae-faces (newest that can sample)" in r.stderr
 
