@@ -191,11 +191,11 @@ def _labelled_grid():
 
 @pytest.fixture(scope="session")
 def interrupt_at():
-    """`interrupt_at(monkeypatch, epoch, step)`: Ctrl-C arrives during training epoch `epoch` (1-based) just
-    before batch `step`."""
+    """`interrupt_at(monkeypatch, epoch, step, signum=None)`: Ctrl-C arrives during training epoch `epoch`
+    (1-based) just before batch `step`; or, with `signum`, that signal is sent to this process there."""
     from vqgen import data as D
 
-    def arrange(monkeypatch, epoch: int, step: int) -> None:
+    def arrange(monkeypatch, epoch: int, step: int, signum: int | None = None) -> None:
         real = D.Batches.iterate
         seen = {"epochs": 0}
 
@@ -204,7 +204,9 @@ def interrupt_at():
                 seen["epochs"] += 1
             for i, batch in enumerate(real(self, start), start=start):
                 if self.shuffle and seen["epochs"] == epoch and i == step:
-                    raise KeyboardInterrupt
+                    if signum is None:
+                        raise KeyboardInterrupt
+                    os.kill(os.getpid(), signum)
                 yield batch
 
         monkeypatch.setattr(D.Batches, "iterate", iterate)

@@ -11,7 +11,7 @@ SRC = Path(vqgen.__file__).parent
 # Each module's layer; a module imports only from lower layers, or from those listed beside it.
 LAYERS = {
     "errors": 0, "settings": 0, "files": 0, "metrics": 0, "progress": 0, "decode": 0, "threads": 0, "locks": 0,
-    "memory": 0,
+    "memory": 0, "interrupts": 0,
     "models": 1,
     "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
     "generate": 2,   # inference over tensors: models only, so no data loading and no run folders

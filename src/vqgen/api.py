@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -161,18 +162,22 @@ def _train_in_processes(devices: int, plan: dict, quiet: bool = False) -> "Train
 
     from vqgen import distributed
     from vqgen.errors import RunError
+    from vqgen.interrupts import Interrupted
     from vqgen.training import TrainResult
 
     with tempfile.TemporaryDirectory() as tmp:
         plan_file, result_file = Path(tmp) / "plan.json", Path(tmp) / "result.json"
         plan = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in plan.items()}
         plan_file.write_text(json.dumps({"train": plan, "quiet": quiet, "result": str(result_file)}, default=_plain))
-        code = distributed.launch(devices, plan_file)
+        code, stopped = distributed.launch(devices, plan_file)
         done = json.loads(result_file.read_text()) if result_file.is_file() else None
-    if code not in (0, 130) or done is None:
+    if done is None or (code != 0 and not done["interrupted"]):
+        if stopped:   # Ctrl-C, SIGTERM or SIGHUP passed on before the first process could say what it kept
+            raise Interrupted(stopped)
         raise RunError(f"training in {devices} processes failed (exit code {code}); its messages are above")
-    return TrainResult(Path(done["run_dir"]), done["metrics"], interrupted=done["interrupted"] or code == 130,
-                       summary=done["summary"])
+    # (stopped, torchrun may fail where a scheduler signalled it too; the first process said what it kept)
+    return TrainResult(Path(done["run_dir"]) if done["run_dir"] is not None else None, done["metrics"],
+                       interrupted=done["interrupted"], summary=done["summary"], signal=done["signal"])
 
 
 def _plain(value):
@@ -192,16 +197,27 @@ def train_planned(plan_file: PathLike) -> "TrainResult":
     first process writes the run's directory, metrics and state where the plan says, for the process that
     started them."""
     import json
+    from contextlib import nullcontext
 
-    from vqgen import distributed
+    from vqgen import distributed, interrupts
     from vqgen.files import atomic_write
     from vqgen.progress import TrainProgress
+    from vqgen.training import TrainResult
 
     plan = json.loads(Path(plan_file).read_text())
-    result = _train(plan["train"], TrainProgress(quiet=plan["quiet"]))
+    # Stop signals come from the process that started torchrun, once this one has announced itself; they are
+    # held back until the processes decide together to stop (training.train).
+    with interrupts.handled(), interrupts.polled() if distributed.launched_world() > 1 else nullcontext():
+        distributed.announce(Path(plan_file).parent)
+        try:
+            result = _train(plan["train"], TrainProgress(quiet=plan["quiet"]))
+        except KeyboardInterrupt as e:   # stopped before training began (every rank at the same point): no run
+            result = TrainResult(None, interrupted=True, signal=interrupts.signal_of(e))
+            if distributed.launched_rank() == 0:
+                print(f"Interrupted{interrupts.by(result.signal)}", file=sys.stderr)
     if distributed.launched_rank() == 0:
-        done = {"run_dir": str(result.run_dir), "metrics": result.metrics, "interrupted": result.interrupted,
-                "summary": result.summary}
+        done = {"run_dir": str(result.run_dir) if result.run_dir is not None else None, "metrics": result.metrics,
+                "interrupted": result.interrupted, "summary": result.summary, "signal": result.signal}
         atomic_write(Path(plan["result"]), lambda tmp: tmp.write_text(json.dumps(done)))
     return result
 

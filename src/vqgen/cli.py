@@ -3,7 +3,9 @@
 Status lines go to stderr, so stdout holds only what a script wants: the path
 written, or JSON. Errors become one line on stderr (exit 2 for bad usage, 1 for
 a failed run; VQGEN_DEBUG=1 shows the traceback). The library names its
-parameters in errors; they are shown here as this command's flags.
+parameters in errors; they are shown here as this command's flags. Ctrl-C,
+SIGTERM and SIGHUP stop a command with one line and exit 128 + the signal's
+number (130, 143, 129; interrupts.py); training saves its state first.
 
 Nothing heavy is imported at start-up: checks of the flags answer before
 PyTorch loads.
@@ -161,13 +163,18 @@ def handle_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from vqgen import interrupts
+
         try:
-            return fn(*args, **kwargs)
+            with interrupts.handled():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
             raise
-        except KeyboardInterrupt:
-            print("Interrupted", file=sys.stderr)
-            raise typer.Exit(130)
+        except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM, SIGHUP
+            signum = interrupts.signal_of(e)
+            if os.environ.get("RANK", "0") == "0":   # under torchrun, the first process speaks for all
+                print(f"Interrupted{interrupts.by(signum)}", file=sys.stderr)
+            raise typer.Exit(interrupts.exit_code(signum))
         except Exception as e:  # noqa: BLE001 - named, or a last resort: still one line
             if os.environ.get("VQGEN_DEBUG"):
                 raise
@@ -285,8 +292,10 @@ def train(
                                 **({"rotation_trick": True} if rotation_trick else {}))
     if report.path is not None:   # under torchrun, the first process reports
         finish(report, status_log(quiet_flag))
-    if report.interrupted:
-        raise typer.Exit(130)
+    if report.interrupted and plan is None:   # a process --devices started: the one that started them reports
+        from vqgen.interrupts import exit_code
+
+        raise typer.Exit(exit_code(report.signal))
 
 
 # --------------------------------------------------------------------------- reconstruct

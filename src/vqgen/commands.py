@@ -33,11 +33,12 @@ def _quiet(_: str) -> None:
 @dataclass
 class Report:
     """What a command did: the path it wrote (printed on stdout), status lines, data for --json, and whether
-    it was interrupted (Ctrl-C: the command line exits with 130)."""
+    it was interrupted and by which signal (the command line exits with 128 + it: 130 for Ctrl-C)."""
     path: Path | None = None
     lines: list[str] = field(default_factory=list)
     data: dict | None = None
     interrupted: bool = False
+    signal: int = 2
     columns: list[tuple[str, str, object]] = field(default_factory=list)   # a table's (key, header, Figure)
     scores: list[dict] = field(default_factory=list)   # score rows as a table shows them (`score_rows`)
 
@@ -59,7 +60,8 @@ def train(model: str | None = None, dataset: str | None = None, *, progress=None
     Under torchrun, a process other than the first has no run directory to report (`path` None).
     """
     result = api.train(model, dataset, progress=progress, **settings)
-    return Report(result.run_dir, [result.summary] if result.summary else [], interrupted=result.interrupted)
+    return Report(result.run_dir, [result.summary] if result.summary else [], interrupted=result.interrupted,
+                  signal=result.signal or 2)
 
 
 def train_planned(plan: Path) -> Report:

@@ -17,14 +17,24 @@ A model trained in several parameter groups (a generator and a discriminator)
 takes one backward pass per group, which DistributedDataParallel cannot serve;
 there the trainer averages each group's gradients itself (`average_gradients`)
 and rank 0's buffers are broadcast before each step, as DDP would.
+
+A stop signal (Ctrl-C, SIGTERM, SIGHUP) stops every rank at the same step: a
+rank holds the signal back (interrupts.polled) and the ranks agree before each
+step whether any received one (`agree_to_stop`, over gloo on the CPU); then
+each stops there and rank 0 saves the state of that step. A rank stopped alone
+in the middle of a step would leave the others waiting in its collectives.
+`vqgen train --devices N` starts torchrun in a session of its own, so that a
+stop reaches the launcher alone, which passes it on to each rank once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,7 +42,10 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from vqgen import interrupts
 from vqgen.errors import RunError, UsageError
+
+_control = None   # the gloo group that stop decisions travel over where the training's group is NCCL's
 
 
 @dataclass
@@ -72,12 +85,16 @@ def join(device_type: str) -> Ranks:
         if local >= torch.cuda.device_count():
             raise UsageError(f"`devices` {world}: this machine has {torch.cuda.device_count()} GPUs")
         torch.cuda.set_device(local)
+    global _control
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=10))
+    _control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else None
     return Ranks(dist.get_rank(), dist.get_world_size(), local)
 
 
 def leave() -> None:
+    global _control
+    _control = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -85,6 +102,17 @@ def leave() -> None:
 def barrier(ranks: Ranks) -> None:
     if ranks.many:
         dist.barrier()
+
+
+def agree_to_stop(ranks: Ranks, signum: int) -> int:
+    """The stop signal that any rank received (`signum` here; 0: none), the same answer on every rank.
+
+    A collective: every rank calls it at the same point (before each step, after the data is loaded)."""
+    if not ranks.many:
+        return signum
+    flag = torch.tensor([signum], dtype=torch.int64)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=_control)
+    return int(flag.item())
 
 
 def fingerprint(module: torch.nn.Module) -> str:
@@ -135,19 +163,65 @@ def average_gradients(params: list[torch.nn.Parameter], ranks: Ranks) -> None:
         offset += g.numel()
 
 
-def launch(devices: int, plan: Path) -> int:
-    """Start `devices` processes through torchrun, each training as the plan file says (`vqgen train --plan`,
-    which `vqgen.api.train_planned` serves); their exit code.
+def announce(folder: Path) -> None:
+    """A training process that `launch` started says where it is (its stop signals come from the launcher)."""
+    (Path(folder) / f"rank-{launched_rank()}.pid").write_text(str(os.getpid()))
 
-    Their stdout goes to stderr: the starting process's stdout holds only what it prints itself.
+
+def _announced(folder: Path) -> set[int]:
+    pids = set()
+    for p in Path(folder).glob("rank-*.pid"):
+        try:
+            pids.add(int(p.read_text()))
+        except (OSError, ValueError):   # being written
+            pass
+    return pids
+
+
+def _tell(folder: Path, signum: int, told: set[int]) -> set[int]:
+    """Pass `signum` on to each training process that has announced itself and was not told yet; those told."""
+    for pid in _announced(folder) - told:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            pass
+        told = told | {pid}
+    return told
+
+
+def launch(devices: int, plan: Path) -> tuple[int, int]:
+    """Start `devices` processes through torchrun, each training as the plan file says (`vqgen train --plan`,
+    which `vqgen.api.train_planned` serves); their exit code, and the stop signal passed on to them (0: none).
+
+    Their stdout goes to stderr: the starting process's stdout holds only what it prints itself. torchrun runs
+    in a session of its own, so that Ctrl-C at the terminal (or SIGHUP when it closes) reaches this process
+    alone; it passes each stop signal on to every training process once, as each announces itself (`announce`).
+    On Linux torchrun gets SIGTERM if this process ends first, and stops them.
     """
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
            "-m", "vqgen", "train", "--plan", str(plan)]
     # Each process gets its share of the cores (torchrun would give each one thread, with a banner saying so).
     threads = str(max(1, (os.cpu_count() or 1) // devices))
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
-    proc = subprocess.Popen(cmd, stdout=2, env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:   # Ctrl-C reaches every rank too: let rank 0 save, then report
-        return proc.wait()
+    folder = Path(plan).parent
+    with_parent = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+    proc = subprocess.Popen(cmd, stdout=2, env=env, start_new_session=True,
+                            preexec_fn=_dies_with_parent() if with_parent else None)
+    stopped, told = 0, set()
+    with interrupts.handled(), interrupts.on_exit_now(lambda signum: _tell(folder, signum, set())):
+        while True:
+            try:
+                return (proc.wait(timeout=0.2) if stopped else proc.wait()), stopped   # then: watch for ranks
+            except subprocess.TimeoutExpired:
+                pass
+            except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM, SIGHUP: every rank stops, rank 0 saves
+                stopped = interrupts.signal_of(e)
+            told = _tell(folder, stopped, told)
+
+
+def _dies_with_parent():
+    """What torchrun's process runs before it starts: it gets SIGTERM when this process ends (Linux)."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, int(signal.SIGTERM), 0, 0, 0)

@@ -10,7 +10,8 @@ GIFs and figures are encoded in memory first, so their size is known);
 `append_whole` adds to a log file a record at a time, each whole or not at
 all; `check_writable` refuses a folder that cannot be written before work
 that would be lost. `remove_stale_temps` clears what a killed process left
-behind. `slug` is the one way a name becomes part of a file or directory
+behind, and `discard_own_temps` what this process is writing when it must
+end at once (a second Ctrl-C or SIGTERM). `slug` is the one way a name becomes part of a file or directory
 name; `check_path_text` refuses one the locale cannot put in a file name, and
 `readable` shows one the locale could not decode; `shown_path` is the one way
 a long path is shown.
@@ -23,13 +24,45 @@ import os
 import re
 import shutil
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
 from vqgen.errors import OutputPathError, UsageError, explain
 
+# The temporary names that vqgen and its libraries write beside a file, and how to tell that their writer is gone:
+# - vqgen's own (`atomic_write`, a cache entry being decoded): `.NAME.PID.tmp`, gone when no process PID runs;
+# - safetensors' (save_file writes `.tmpXXXXXX` beside its target, 6 letters or digits, then renames it: the
+#   Rust tempfile crate's names), which name no process: gone when no process here holds the file open (on
+#   Linux, from /proc), elsewhere when untouched for LIBRARY_TEMP_AGE seconds.
+# torch.save, Pillow, matplotlib and TensorBoard write their files directly, under the names they are given.
 TEMP_PATTERN = re.compile(r"^\..+\.(\d+)\.tmp$")
 NAME_MAX = 255
+
+LIBRARY_TEMP_PATTERN = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")
+LIBRARY_TEMP_AGE = 3600.0
+
+_writing: set[Path] = set()   # this process's temporary files and folders, while it writes them
+
+
+@contextmanager
+def temporary(path: Path):
+    """`path` is this process's temporary file or folder in this block: removed if the process must end at once."""
+    _writing.add(Path(path))
+    try:
+        yield Path(path)
+    finally:
+        _writing.discard(Path(path))
+
+
+def discard_own_temps() -> None:
+    """Remove the temporary files and folders this process is writing (it is about to end without finishing)."""
+    for p in list(_writing):
+        try:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        except OSError:
+            pass
 
 
 def temp_path(path: Path) -> Path:
@@ -64,8 +97,9 @@ def atomic_write(path: Path, write: Callable[[Path], None], *, size: int | None 
     try:
         if make_folder:
             path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
+        with temporary(tmp):
+            write(tmp)
+            os.replace(tmp, path)
     except BaseException as e:
         _discard(tmp)
         named = explain(e, path, size) if isinstance(e, Exception) else None
@@ -151,14 +185,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _open_files() -> set[str] | None:
+    """The paths of the files that the processes here have open (those this user may see), or None where that
+    cannot be known (no /proc)."""
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+    return found
+
+
 def remove_stale_temps(folder: Path) -> int:
     """Delete temporary files and folders in `folder` left by processes that no longer run; returns how many."""
     removed = 0
     if not Path(folder).is_dir():
         return 0
+    open_files: set[str] | None = None
+    scanned = False
     for p in Path(folder).iterdir():
         m = TEMP_PATTERN.match(p.name)
-        if m and not _alive(int(m.group(1))):
+        if m:
+            stale = not _alive(int(m.group(1)))
+        elif LIBRARY_TEMP_PATTERN.match(p.name) and p.is_file():
+            if not scanned:
+                open_files, scanned = _open_files() if sys.platform.startswith("linux") else None, True
+            try:
+                stale = os.path.realpath(p) not in open_files if open_files is not None else \
+                    time.time() - p.stat().st_mtime > LIBRARY_TEMP_AGE
+            except OSError:
+                continue
+        else:
+            continue
+        if stale:
             try:
                 shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
                 removed += 1

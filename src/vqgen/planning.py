@@ -3,7 +3,7 @@
 A new run: the model's spec, the data resolved once (an image dataset's shape, or the parent run whose codes
 the model learns), and `resolve_config`'s `RunConfig` from the defaults, the config file and the flags. A
 resumed run: its own config read back, each flag applied (APPLIED_ON_RESUME) or refused, and the state to
-continue from (the end of an epoch, or the step where Ctrl-C stopped it).
+continue from (the end of an epoch, or the step where Ctrl-C or a SIGTERM stopped it).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def _plan_resume(resume: Path, flags: dict, given: dict, log) -> Plan:
     if partial is not None:
         plan.weights, plan.resume = partial["model"], partial
         plan.notes.append(f"Resuming {run_dir} in epoch {committed + 1} of {cfg.train.epochs} at step "
-                          f"{partial['step']}, where Ctrl-C stopped it")
+                          f"{partial['step']}, where it was stopped")
     elif ckpt is None:
         raise UsageError(f"{run_dir}: nothing to resume (no finished epoch and no saved state); start a new run")
     else:

@@ -73,8 +73,9 @@ class TrainProgress:
         """Show these figures (models.Figure) by their short names and formats."""
         self.figures = {f.name: f for f in figures}
 
-    def log(self, text: str) -> None:
-        if self.quiet:
+    def log(self, text: str, always: bool = False) -> None:
+        """A status line; `always`: also when quiet (what was kept of a stopped run, like an error)."""
+        if self.quiet and not always:
             return
         if self.progress is not None:
             self.progress.console.print(text, highlight=False)

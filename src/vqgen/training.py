@@ -11,6 +11,11 @@
 4. the generic `Trainer` runs, with callbacks that evaluate on the held-out
    split, draw the model's pictures and commit each epoch's checkpoint.
 
+Ctrl-C, SIGTERM and SIGHUP (interrupts.py) stop it alike: a checkpoint being
+committed is finished first, the state in the middle of an epoch is saved
+(`interrupted.pt`), and one line says how to resume. Under torchrun every
+rank stops at the same step and rank 0 saves.
+
 Nothing here names a model: what differs between models comes from their
 `ModelSpec` in the registry.
 """
@@ -21,8 +26,7 @@ import math
 import os
 import random
 import shutil
-import signal
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,7 +36,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from vqgen import data as D
-from vqgen import distributed, images, memory, models, plots, runs
+from vqgen import distributed, images, interrupts, memory, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
 from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
 from vqgen.files import check_path_text, shown_path
@@ -52,6 +56,7 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     interrupted: bool = False
     summary: str = ""        # the held-out figures as people read them: "Test MSE 0.00188  PSNR 27.25 dB ..."
+    signal: int = 0          # what interrupted it: 2 (SIGINT, Ctrl-C), 15 (SIGTERM) or 1 (SIGHUP)
 
     def __fspath__(self) -> str:
         return str(self.run_dir)
@@ -174,22 +179,11 @@ def cudnn_benchmark(on: bool):
         torch.backends.cudnn.benchmark = was
 
 
-@contextmanager
-def interrupts_deferred():
-    """Hold Ctrl-C back until the block ends, so a checkpoint is never cut in half by it."""
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-        caught = []
-        signal.signal(signal.SIGINT, lambda *a: caught.append(a))
-    except ValueError:   # not the main thread: signals cannot be caught here anyway
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            raise KeyboardInterrupt
+def stop_together(ranks: distributed.Ranks, signum: int = 0) -> None:
+    """Under torchrun: every rank stops here, at the same point, if any received a stop signal (or `signum`)."""
+    signum = distributed.agree_to_stop(ranks, signum or interrupts.received())
+    if signum:
+        interrupts.stop(signum)
 
 
 # --------------------------------------------------------------------------- the run
@@ -202,8 +196,15 @@ def train(model: str | None = None, dataset: str | None = None, config_file: str
     """Train a new run (or resume one) and return its directory and final metrics.
 
     `flags`: settings of the training or of the model that win over the config file. Under torchrun,
-    each process trains its share (distributed.py); rank 0 writes the run.
+    each process trains its share (distributed.py); rank 0 writes the run. Ctrl-C, SIGTERM and SIGHUP stop it
+    with its state saved (the result says `interrupted`, and by which `signal`).
     """
+    # Under torchrun a stop is held back from the start: the ranks decide together to stop (`stop_together`).
+    with interrupts.handled(), interrupts.polled() if distributed.launched_world() > 1 else nullcontext():
+        return _train(model, dataset, config_file, flags, out, name, resume, parent_run, progress)
+
+
+def _train(model, dataset, config_file, flags, out, name, resume, parent_run, progress) -> TrainResult:
     progress = progress or TrainProgress()
     log = progress.log
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
@@ -271,11 +272,19 @@ class Session:
         """Decoded once and cached (rank 0 first: the others then read its cache), then in memory."""
         plan, cfg = self.plan, self.cfg
         if not self.ranks.main:
-            distributed.barrier(self.ranks)
-        img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, self.log,
-                                self.progress.counter("decoding"), source=plan.source)
+            stop_together(self.ranks)   # rank 0 decodes first (the first point where the ranks decide on a stop)
+        stopped = 0
+        try:
+            # Decoding may take long: a stop ends it at once on rank 0 of several too (the others wait above).
+            with interrupts.raising() if self.ranks.main else nullcontext():
+                img = D.load_run_images(plan.parent.config if plan.parent is not None else cfg, self.log,
+                                        self.progress.counter("decoding"), source=plan.source)
+        except KeyboardInterrupt as e:
+            if not self.ranks.many:
+                raise
+            stopped = interrupts.signal_of(e)
         if self.ranks.main:
-            distributed.barrier(self.ranks)
+            stop_together(self.ranks, stopped)
         if img.train_images.shape[0] < 1 or img.test_images.shape[0] < 1:
             raise DatasetError(f"{img.source}: too few images to train ({img.train_images.shape[0]} for "
                                f"training, {img.test_images.shape[0]} held out); a dataset needs at least 2 images")
@@ -313,7 +322,10 @@ class Session:
         self.precision = resolve_precision(cfg.train.precision, device)
         groups = net.parameter_groups()
         check_groups(groups, net, self.spec)
-        train_net, self.sync_gradients, self.before_step = net, None, None
+        # The callbacks below hold `ranks`, not `self`: no cycle through the session keeps it (and DDP's hold on
+        # the process group) alive after training returns.
+        ranks = self.ranks
+        train_net, self.sync_gradients, broadcast = net, None, None
         if self.ranks.many:
             if device.type == "cuda":
                 train_net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(train_net)
@@ -322,10 +334,20 @@ class Session:
                                                     device_ids=[device.index] if device.type == "cuda" else None)
             else:   # one backward pass per group: gradients averaged by the trainer, buffers as DDP would
                 distributed.broadcast_state(net)
-                self.sync_gradients = lambda params: distributed.average_gradients(params, self.ranks)
-                self.before_step = lambda: distributed.broadcast_buffers(net)
+                self.sync_gradients = lambda params: distributed.average_gradients(params, ranks)
+                broadcast = net
         if cfg.train.compile:
             train_net = torch.compile(train_net)
+
+        def before_step() -> None:
+            """A stop that came (decided by every rank together), then rank 0's buffers where DDP does not send them."""
+            if ranks.many:
+                stop_together(ranks)
+            else:
+                interrupts.check()
+            if broadcast is not None:
+                distributed.broadcast_buffers(broadcast)
+        self.before_step = before_step
         steps = len(self.batches)
         schedule = lr_lambda(cfg.train.lr_schedule, cfg.train.epochs * steps)
         self.optimizations = [self.optimization(g, schedule) for g in groups]
@@ -434,7 +456,7 @@ class Session:
                 "metrics": {k: v for k, v in row.items() if isinstance(v, (int, float))},
                 "precision": self.precision, "processes": self.ranks.world}
         best = runs.best_row(self.rows + [row], self.spec)
-        with interrupts_deferred():
+        with interrupts.deferred():   # a stop waits until the checkpoint is whole
             runs.commit_epoch(self.run_dir, net, cfg, info, resume_state, self.rows + [row],
                               best=best is None or best[1] is row)
             self.rows.append(row)
@@ -494,8 +516,8 @@ class Session:
                                                                         tr.step_logs))
         try:
             trainer.run()
-        except KeyboardInterrupt:
-            return self.interrupted(trainer)
+        except KeyboardInterrupt as e:   # Ctrl-C, SIGTERM or SIGHUP
+            return self.interrupted(trainer, interrupts.signal_of(e))
         except Exception as e:
             raise self.failed(e) from None
         finally:
@@ -530,15 +552,22 @@ class Session:
                  if f.shown and f"test_{f.name}" in metrics]
         return TrainResult(self.run_dir, metrics, summary="Test " + "  ".join(shown) if shown else "")
 
-    def interrupted(self, trainer: Trainer) -> TrainResult:
-        """Ctrl-C: keep the last committed epoch as it is; save the state since then, if any, to resume at."""
+    def interrupted(self, trainer: Trainer, signum: int) -> TrainResult:
+        """Ctrl-C, SIGTERM or SIGHUP (`signum`): keep the last committed epoch as it is; save the state since
+        then, if any, to resume at."""
         if not self.ranks.main:
-            return TrainResult(self.run_dir, {}, interrupted=True)
+            return TrainResult(self.run_dir, {}, interrupted=True, signal=signum)
         epochs, steps, committed = trainer.epochs, len(self.batches), self.committed
         step = trainer.step if trainer.epoch == committed else steps   # past the epoch's batches, before its commit
+        said = f"Interrupted{interrupts.by(signum)}"
+        if step == 0 and committed == 0 and self.plan.run_dir is None:   # a new run, before its first step
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.progress.log(f"{said} before the first step: nothing to keep (the run directory is removed)",
+                              always=True)
+            return TrainResult(None, {}, interrupted=True, signal=signum)
         if step == 0:
-            self.log(f"Interrupted after epoch {committed} of {epochs}: {self.run_dir} is saved. "
-                     f"Continue with: vqgen train --resume {self.run_dir}")
+            self.progress.log(f"{said} after epoch {committed} of {epochs}: {self.run_dir} is saved. "
+                              f"Continue with: vqgen train --resume {self.run_dir}", always=True)
         else:
             runs.save_interrupted(self.run_dir, {
                 "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
@@ -546,6 +575,6 @@ class Session:
                 "torch_rng": torch.get_rng_state(), "data_rng": trainer.epoch_start_rng,
                 "running": trainer.running.state()})
             kept = f"the checkpoint of epoch {committed} is kept" if committed else "no epoch had finished"
-            self.log(f"Interrupted in epoch {committed + 1} of {epochs} at step {step} of {steps}: saved that "
-                     f"state ({kept}). Continue with: vqgen train --resume {self.run_dir}")
-        return TrainResult(self.run_dir, self.rows[-1] if self.rows else {}, interrupted=True)
+            self.progress.log(f"{said} in epoch {committed + 1} of {epochs} at step {step} of {steps}: saved that "
+                              f"state ({kept}). Continue with: vqgen train --resume {self.run_dir}", always=True)
+        return TrainResult(self.run_dir, self.rows[-1] if self.rows else {}, interrupted=True, signal=signum)

@@ -30,7 +30,7 @@ from vqgen.data.sources import (DIGIT_DATASETS, IMAGE_SUFFIXES, KINDS, NATIVE_SH
 from vqgen.data.user_images import load_image_file, load_image_folder, to_images
 from vqgen.decode import image_to_array
 from vqgen.errors import DatasetError, RunError
-from vqgen.files import remove_stale_temps, shown_path
+from vqgen.files import remove_stale_temps, shown_path, temporary
 
 Log = Callable[[str], None]
 
@@ -72,14 +72,15 @@ def _load_images(src: DatasetSource, name: str, size: int, channels: int, log: L
     tmp = tmp_root / f".{entry}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
-        held = _decode_entry(src, name, tmp, root, size, channels, in_memory, log, workers, progress)
-        if root is None:
-            return held
-        try:
-            os.rename(tmp, root / entry)
-        except OSError:   # another process cached the same data meanwhile: use theirs
-            return read_entry(root / entry, name, in_memory)
+        with temporary(tmp if root is not None else tmp_root):   # gone if a second Ctrl-C ends the process at once
+            tmp.mkdir(parents=True)
+            held = _decode_entry(src, name, tmp, root, size, channels, in_memory, log, workers, progress)
+            if root is None:
+                return held
+            try:
+                os.rename(tmp, root / entry)
+            except OSError:   # another process cached the same data meanwhile: use theirs
+                return read_entry(root / entry, name, in_memory)
         return held if held is not None else read_entry(root / entry, name, in_memory=False)
     except BrokenProcessPool:
         raise RunError("a decoding worker process died (out of memory?); decode with fewer processes: "

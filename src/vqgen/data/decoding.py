@@ -2,12 +2,15 @@
 
 Workers run `vqgen.decode` (Pillow and NumPy only). On Linux they are forked and decode into slots of
 an anonymous mapping shared with this process, sending back only counts; elsewhere they are spawned
-and pickle their chunks back.
+and pickle their chunks back. Stop signals (Ctrl-C, SIGTERM, SIGHUP) are this process's to handle:
+workers ignore them, are killed when decoding stops early, and on Linux die with this process however
+it ends (interrupts.as_worker), so none is left running.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
 import mmap
 import multiprocessing
 import os
@@ -19,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vqgen import interrupts
 from vqgen.data.cache import EntryWriter
 from vqgen.data.sources import Listing, held_out_count
 from vqgen.decode import decode_chunk
@@ -52,9 +56,37 @@ def decode_workers(n_images: int) -> int:
 _SLOTS: np.ndarray | None = None   # in a decoding worker: the output buffers it shares with the main process
 
 
-def _use_slots(slots: np.ndarray) -> None:
+def _use_slots(slots: np.ndarray, parent: int) -> None:
+    """A forked worker's start: stop signals left to the parent, and the output buffers it shares with it."""
     global _SLOTS
+    interrupts.as_worker(parent)
     _SLOTS = slots
+
+
+def _started(pool: ProcessPoolExecutor) -> ProcessPoolExecutor:
+    """The pool with its workers started, no stop signal landing while they are forked: one that arrives then
+    waits until they are (Python ignores an exception raised in its fork hooks: a Ctrl-C there was lost)."""
+    try:
+        with interrupts.blocked():
+            pool.submit(int)   # the first task forks every worker (spawned ones start as tasks come)
+    except BaseException:   # the stop that waited: raised as the block ends
+        _stop(pool)
+        raise
+    return pool
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Decoding stopped early (an interruption, an error): kill the workers now rather than wait for the chunks
+    in flight, then drop the queued ones."""
+    if hasattr(pool, "kill_workers"):   # Python 3.14
+        pool.kill_workers()
+    else:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            try:
+                process.kill()
+            except (OSError, ValueError):
+                pass
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _decode_into_slot(items: list, size: int, channels: int, slot: int) -> tuple[int, list[int], int, int]:
@@ -74,14 +106,19 @@ def _decoded_chunks(chunks: Iterable[list], size: int, channels: int, workers: i
             yield decode_chunk(chunk, size, channels, out=buffer)
         return
     if not sys.platform.startswith("linux"):   # macOS cannot fork safely: spawned workers send their arrays
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            pending = collections.deque()
-            for chunk in chunks:
-                pending.append(pool.submit(decode_chunk, chunk, size, channels))
-                if len(pending) >= 2 * workers:
+        with _started(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                          initializer=interrupts.as_worker, initargs=(os.getpid(),))) as pool:
+            try:
+                pending = collections.deque()
+                for chunk in chunks:
+                    pending.append(pool.submit(decode_chunk, chunk, size, channels))
+                    if len(pending) >= 2 * workers:
+                        yield pending.popleft().result()
+                while pending:
                     yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
+            except BaseException:
+                _stop(pool)
+                raise
         return
     # Workers run Pillow and NumPy only. "fork" starts them at once and, unlike "spawn", does not run the
     # caller's main script again in each (a notebook's or an unguarded script's). They decode into slots of
@@ -90,26 +127,37 @@ def _decoded_chunks(chunks: Iterable[list], size: int, channels: int, workers: i
     n_slots = 2 * workers   # the chunks in flight, the one being read here included
     shared = mmap.mmap(-1, n_slots * CHUNK * channels * size * size)
     slots = np.frombuffer(shared, dtype=np.uint8).reshape(n_slots, CHUNK, channels, size, size)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
-                             initializer=_use_slots, initargs=(slots,)) as pool:
-        free, pending = collections.deque(range(n_slots)), collections.deque()
+    with _started(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                      initializer=_use_slots, initargs=(slots, os.getpid()))) as pool:
+        try:
+            yield from _decoded_in_slots(pool, chunks, slots, size, channels)
+        except BaseException:   # GeneratorExit too: the caller stopped reading
+            _stop(pool)
+            raise
 
-        def take():
-            future, slot = pending.popleft()
-            n, kept, converted, skipped = future.result()
-            return slot, (slots[slot][:n], kept, converted, skipped)
 
-        for chunk in chunks:
-            slot = free.popleft()
-            pending.append((pool.submit(_decode_into_slot, chunk, size, channels, slot), slot))
-            if len(pending) == n_slots:
-                slot, result = take()
-                yield result
-                free.append(slot)   # asked for the next chunk: done with this one
-        while pending:
+def _decoded_in_slots(pool: ProcessPoolExecutor, chunks: Iterable[list], slots: np.ndarray, size: int,
+                      channels: int) -> Iterator[tuple]:
+    """Chunks decoded by forked workers into shared slots, in order, a few ahead at a time."""
+    n_slots = len(slots)
+    free, pending = collections.deque(range(n_slots)), collections.deque()
+
+    def take():
+        future, slot = pending.popleft()
+        n, kept, converted, skipped = future.result()
+        return slot, (slots[slot][:n], kept, converted, skipped)
+
+    for chunk in chunks:
+        slot = free.popleft()
+        pending.append((pool.submit(_decode_into_slot, chunk, size, channels, slot), slot))
+        if len(pending) == n_slots:
             slot, result = take()
             yield result
-            free.append(slot)
+            free.append(slot)   # asked for the next chunk: done with this one
+    while pending:
+        slot, result = take()
+        yield result
+        free.append(slot)
 
 
 def _resize_u8(images: np.ndarray, size: int, channels: int) -> np.ndarray:
@@ -152,19 +200,21 @@ def decode_listing(source: str, listing: Listing, writer: EntryWriter, size: int
         else:
             results = _decoded_chunks(split.chunks(CHUNK), size, channels, workers)
         offset = 0
-        for arrays, kept, conv, skip in results:
-            index = np.asarray(kept, dtype=np.int64) + offset
-            labels = split.labels[index] if split.labels is not None else None
-            if held_out and name == train_name:
-                test_mask = np.array([i in held_out for i in index.tolist()], dtype=bool)
-                writer.add("test", arrays[test_mask], labels[test_mask] if labels is not None else None)
-                arrays, labels = arrays[~test_mask], (labels[~test_mask] if labels is not None else None)
-            writer.add(out, arrays, labels)
-            chunk_len = len(kept) + skip
-            offset += chunk_len
-            done += chunk_len
-            converted += conv
-            skipped += skip
-            if progress:
-                progress(done, total)
+        with contextlib.closing(results):   # stopped early: its workers stop now, not when collected
+            for arrays, kept, conv, skip in results:
+                index = np.asarray(kept, dtype=np.int64) + offset
+                labels = split.labels[index] if split.labels is not None else None
+                if held_out and name == train_name:
+                    test_mask = np.array([i in held_out for i in index.tolist()], dtype=bool)
+                    writer.add("test", arrays[test_mask], labels[test_mask] if labels is not None else None)
+                    arrays, labels = arrays[~test_mask], (labels[~test_mask] if labels is not None else None)
+                writer.add(out, arrays, labels)
+                chunk_len = len(kept) + skip
+                offset += chunk_len
+                done += chunk_len
+                converted += conv
+                skipped += skip
+                if progress:
+                    progress(done, total)
+                interrupts.check()
     return converted, skipped
