@@ -41,7 +41,7 @@ class FakeProc:
 def proc(tmp_path, monkeypatch):
     fake = FakeProc(tmp_path / "proc")
     monkeypatch.setattr(T, "PROC", fake.root)
-    monkeypatch.setattr(T, "CGROUP", tmp_path / "no-cgroup")
+    monkeypatch.setenv("VQGEN_CGROUP_ROOT", str(tmp_path / "no-cgroup"))
     monkeypatch.setattr(T, "affinity", lambda: [0, 1])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
@@ -132,21 +132,30 @@ def test_no_proc_leaves_pytorchs_choice(tmp_path, monkeypatch):
 @pytest.mark.parametrize("files, cores", [
     ({"cpu.max": "max 100000\n"}, None),
     ({"cpu.max": "150000 100000\n"}, 1.5),
+    ({"cpu.max": "max 100000\n", "job/cpu.max": "300000 100000\n", "job/step/cpu.max": "max 100000\n"}, 3.0),
     ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
     ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1.0),
+    ({"cpu.max": "garbage\n"}, None),
     ({}, None),
 ])
-def test_a_containers_cpu_quota(tmp_path, files, cores):
+def test_a_containers_cpu_quota(tmp_path, monkeypatch, files, cores):
+    """Read in this process's cgroup and each one above it (a SLURM step under its job), v2 or v1."""
+    from vqgen import memory
+
+    root = tmp_path / "cg"
     for name, text in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / name).write_text(text)
-    assert T.cpu_quota(tmp_path) == cores
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (tmp_path / "self-cgroup").write_text("0::/job/step\n")
+    monkeypatch.setattr(memory, "PROC_CGROUP", tmp_path / "self-cgroup")
+    monkeypatch.setenv("VQGEN_CGROUP_ROOT", str(root))
+    assert T.cpu_quota() == cores
 
 
 def test_quota_caps_the_threads(proc, tmp_path, monkeypatch):
     (tmp_path / "cg").mkdir()
     (tmp_path / "cg" / "cpu.max").write_text("100000 100000\n")
-    monkeypatch.setattr(T, "CGROUP", tmp_path / "cg")
+    monkeypatch.setenv("VQGEN_CGROUP_ROOT", str(tmp_path / "cg"))
     th, said, _ = choose(proc, others=0.0)
     assert th.count == 1 and said == ["CPU threads: 1 (the core free; --threads N to choose)"]
 

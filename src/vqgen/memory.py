@@ -33,8 +33,8 @@ def host_memory() -> int | None:
         return None
 
 
-def _own_paths() -> tuple[str | None, str | None]:
-    """This process's cgroup path in the v2 hierarchy and in v1's memory controller (None: not listed)."""
+def _own_paths(controller: str = "memory") -> tuple[str | None, str | None]:
+    """This process's cgroup path in the v2 hierarchy and in v1's `controller` (None: not listed)."""
     v2 = v1 = None
     try:
         lines = PROC_CGROUP.read_text().splitlines()
@@ -47,7 +47,7 @@ def _own_paths() -> tuple[str | None, str | None]:
         ident, controllers, path = parts
         if ident == "0" and controllers == "":
             v2 = path
-        elif "memory" in controllers.split(","):
+        elif controller in controllers.split(","):
             v1 = path
     return v2, v1
 
@@ -69,11 +69,18 @@ def _read_limit(path: Path) -> int | None:
     return value if 0 < value < 2**60 else None   # v1 says "no limit" with a number near 2**63
 
 
+def cgroup_folders(controller: str) -> tuple[list[Path], list[Path]]:
+    """The folders of this process's cgroup and of each above it: in the v2 hierarchy, and in v1's
+    `controller` ("memory", "cpu"); a limit set in any of them holds for this process."""
+    root = Path(os.environ.get("VQGEN_CGROUP_ROOT") or CGROUP_ROOT)
+    v2, v1 = _own_paths(controller)
+    return _up_to(root, v2), _up_to(root / controller, v1)
+
+
 def cgroup_limit() -> int | None:
     """The lowest memory limit of this process's cgroups (v2 and v1), or None where none is set."""
-    root = Path(os.environ.get("VQGEN_CGROUP_ROOT") or CGROUP_ROOT)
-    v2, v1 = _own_paths()
-    files = [d / V2_FILE for d in _up_to(root, v2)] + [d / V1_FILE for d in _up_to(root / "memory", v1)]
+    v2, v1 = cgroup_folders("memory")
+    files = [d / V2_FILE for d in v2] + [d / V1_FILE for d in v1]
     limits = [n for n in map(_read_limit, files) if n is not None]
     return min(limits) if limits else None
 

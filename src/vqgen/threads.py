@@ -18,28 +18,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-PROC = Path("/proc")                      # tests point these at fake files
-CGROUP = Path("/sys/fs/cgroup")
+from vqgen.memory import cgroup_folders
+
+PROC = Path("/proc")                      # tests point it at fake files (and cgroups: VQGEN_CGROUP_ROOT)
 WINDOW_S = 0.25                           # the first look: how busy the cores are, before training starts
 EVERY_S = 5.0                             # then a look at least this far apart, as training goes
 AGREE = 2                                 # a new count is taken when this many looks in a row ask for it
 
 
-def cpu_quota(root: Path | None = None) -> float | None:
-    """A container's CPU quota in cores (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us` / `cpu.cfs_period_us`);
-    None where there is none."""
-    root = CGROUP if root is None else root
+def _quota(folder: Path, v1: bool) -> float | None:
+    """The CPU quota in cores that one cgroup folder sets (v2 `cpu.max`, v1 `cpu.cfs_quota_us` and
+    `cpu.cfs_period_us`); None where it sets none."""
     try:
-        quota, period = (root / "cpu.max").read_text().split()[:2]
-        return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
-        return None if quota <= 0 or period <= 0 else quota / period
+        if v1:
+            quota = int((folder / "cpu.cfs_quota_us").read_text())
+            period = int((folder / "cpu.cfs_period_us").read_text())
+        else:
+            text, period_text = (folder / "cpu.max").read_text().split()[:2]
+            quota, period = (-1 if text == "max" else int(text)), int(period_text)
     except (OSError, ValueError):
         return None
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def cpu_quota() -> float | None:
+    """A container's CPU quota in cores: the lowest that this process's cgroup or one above it sets (cgroup v2
+    or v1, found as for memory: memory.cgroup_folders); None where there is none."""
+    v2, v1 = cgroup_folders("cpu")
+    found = [q for q in [_quota(d, False) for d in v2] + [_quota(d, True) for d in v1] if q is not None]
+    return min(found) if found else None
 
 
 def affinity() -> list[int]:
