@@ -173,14 +173,16 @@ def check_path_text(value, param: str) -> None:
                          "locale (LANG=C.UTF-8)") from None
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (this process does; one that cannot be signalled, another
+    user's, counts as running)."""
     if pid == os.getpid():
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
+    except OSError:
         return True
     return True
 
@@ -216,7 +218,7 @@ def remove_stale_temps(folder: Path) -> int:
     for p in Path(folder).iterdir():
         m = TEMP_PATTERN.match(p.name)
         if m:
-            stale = not _alive(int(m.group(1)))
+            stale = not alive(int(m.group(1)))
         elif LIBRARY_TEMP_PATTERN.match(p.name) and p.is_file():
             if not scanned:
                 open_files, scanned = _open_files() if sys.platform.startswith("linux") else None, True

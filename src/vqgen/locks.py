@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vqgen.errors import RunError
+from vqgen.files import alive
 
 try:
     import fcntl
@@ -65,16 +66,6 @@ def _read(path: Path) -> Holder:
         return Holder(None, "", None, "")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def _unsupported(e: OSError) -> bool:
     """A flock that the file system does not offer (some network and FUSE file systems)."""
     return e.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL, errno.ENOSYS)
@@ -90,7 +81,7 @@ def _held_by_pid(path: Path) -> Holder | None:
         return None
     if h.host and h.host != socket.gethostname():
         return h
-    return h if _alive(h.pid) else None
+    return h if alive(h.pid) else None
 
 
 class FolderLock:

@@ -462,12 +462,12 @@ class Session:
             self.rows.append(row)
             self.committed = tr.epoch
         self.run_log.epoch(tr.global_step, test_logs, pictures)
-        self.warn_if_diverged()
+        self.warn_if_diverged(best)
 
-    def warn_if_diverged(self) -> None:
-        """One warning where the held-out headline figure has been much worse than the run's best for
-        DIVERGED_EPOCHS epochs in a row: training goes on, and the best epoch's weights stay in BEST."""
-        found = runs.best_row(self.rows, self.spec)
+    def warn_if_diverged(self, found: tuple | None) -> None:
+        """One warning where the held-out headline figure has been much worse than the run's best (`found`:
+        runs.best_row of the rows so far) for DIVERGED_EPOCHS epochs in a row: training goes on, and the best
+        epoch's weights stay in BEST."""
         if found is None or self.warned_diverged:
             return
         figure, best = found
