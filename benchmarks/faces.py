@@ -1,4 +1,4 @@
-"""Face quality without downloaded weights: the VAE against the VQ-VAE and its prior.
+"""Face quality without downloaded weights: the VAE, the VQ-VAE and the adversarial VQ-VAE, with their priors.
 
 For each autoencoder, on the whole held-out split: PSNR and SSIM (torchmetrics'
 SSIM, 11x11 Gaussian window, data range 1) of its reconstructions. For new
@@ -7,7 +7,8 @@ images), against the same figure for the real held-out faces; and the seconds
 to draw 16 faces on this machine.
 
     pip install -e ".[bench]"     # torchmetrics, for this script only
-    python benchmarks/faces.py --vae runs/vae-anime-faces --vqvae runs/vqvae-anime-faces --grids /tmp/faces-grids
+    python benchmarks/faces.py --vae runs/vae-anime-faces --vqvae runs/vqvae-anime-faces \
+        --vqgan runs/vqgan-anime-faces --grids /tmp/faces-grids
 
 `--grids` writes the sample grids there to look at: keep them out of the
 repository (the faces are copyrighted, and so is what a model makes of them).
@@ -54,27 +55,38 @@ def timed_sample(model: vqgen.Model, n: int, seed: int, **options) -> tuple[torc
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--vae", type=Path, required=True, help="a VAE run on the faces")
-    ap.add_argument("--vqvae", type=Path, required=True, help="a VQ-VAE run on the faces, with a prior trained on it")
+    ap.add_argument("--vae", type=Path, help="a VAE run on the faces")
+    ap.add_argument("--vqvae", type=Path, help="a VQ-VAE run on the faces, with a prior trained on it")
+    ap.add_argument("--vqgan", type=Path, action="append", default=[],
+                    help="a VQGAN run on the faces, with a prior trained on it (repeat for several)")
+    ap.add_argument("--temperature", type=float, help="the priors' sampling temperature (default: their own)")
+    ap.add_argument("--top-k", type=int, help="the priors' top-k (default: their own)")
     ap.add_argument("--n", type=int, default=64, help="samples per sampler for the sharpness figure")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--grids", type=Path, help="write sample grids here (never into the repository)")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
-    vae, vq = vqgen.load(args.vae), vqgen.load(args.vqvae)
-    real = vq.data().test_images.float().div(255)
+    vae = vqgen.load(args.vae) if args.vae else None
+    vq = vqgen.load(args.vqvae) if args.vqvae else None
+    gans = [(f"VQGAN {path.name}", vqgen.load(path)) for path in args.vqgan]
+    autoencoders = [*((("VAE", vae),) if vae else ()), *((("VQ-VAE", vq),) if vq else ()), *gans]
+    if not autoencoders:
+        ap.error("give at least one run: --vae, --vqvae or --vqgan")
+    prior = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k)) if v is not None}
+    real = autoencoders[0][1].data().test_images.float().div(255)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(real)} held-out faces", flush=True)
 
     print("\n| model | held-out PSNR (dB) | SSIM | reconstruction sharpness |")
     print("|---|---|---|---|")
-    for name, model in (("VAE", vae), ("VQ-VAE", vq)):
+    for name, model in autoencoders:
         s = reconstruction_scores(model, real)
         print(f"| {name} | {s['psnr']:.2f} | {s['ssim']:.3f} | {s['recon_sharpness']:.0f} |", flush=True)
 
     real_sharp, real_half = sharpness(real), sharpness(real, 2)
     rows = [("real held-out faces", real[:args.n], None)]
-    for name, model, options in (("VAE, z ~ N(0, I)", vae, {"sampler": "prior"}), ("VAE, mix", vae, {"sampler": "mix"}),
-                                 ("VQ-VAE + prior", vq, {})):
+    samplers = [*((("VAE, z ~ N(0, I)", vae, {"sampler": "prior"}), ("VAE, mix", vae, {"sampler": "mix"})) if vae else ()),
+                *((("VQ-VAE + prior", vq, prior),) if vq else ()), *((f"{n} + prior", m, prior) for n, m in gans)]
+    for name, model, options in samplers:
         images, _ = timed_sample(model, args.n, args.seed, **options)
         _, seconds = timed_sample(model, 16, args.seed + 1, **options)
         rows.append((name, images, seconds))

@@ -55,7 +55,7 @@ class Duel(Autoencoder):
                 ParameterGroup("discriminator", list(self.disc.parameters()), loss="d_loss", lr=self.cfg.disc_lr,
                                betas=(0.5, 0.9), start_step=self.cfg.disc_start)]
 
-    def begin_step(self, step: int) -> None:
+    def begin_step(self, step: int, total_steps: int) -> None:
         self.step.fill_(step)
 
     def forward(self, x, y=None):

@@ -579,8 +579,10 @@ class Model:
     @property
     def sample_defaults(self) -> dict:
         """Where the options of `sample_options` start: the sampler's own defaults (the demo's sliders)."""
-        spec = self._sampling()[1].spec
-        return {k: v for k, v in {**spec.sample_defaults, **spec.sample_starts}.items() if k in self.sample_options}
+        source = self._sampling()[1]
+        spec = source.spec
+        return {k: v for k, v in {**spec.sampling_defaults(source.model), **spec.sample_starts}.items()
+                if k in self.sample_options}
 
     def metrics(self) -> list[dict]:
         """The run's held-out figures, one dict per finished epoch (empty for a bare weights file)."""

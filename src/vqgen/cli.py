@@ -234,13 +234,14 @@ class ListsQuantizers(Command):
 
 @app.command(cls=ListsQuantizers,
              epilog="Examples:\n\n  vqgen train\n\n  vqgen train --model vae --dataset anime-faces --epochs 30"
+             "\n\n  vqgen train --model vqgan --dataset anime-faces"
              "\n\n  vqgen train --model prior --run runs/vqvae-mnist\n\n  vqgen train --resume runs/vqvae-mnist --epochs 6"
              "\n\n  vqgen train --model vae --dataset anime-faces --device cuda --devices 4"
              "\n\n  vqgen train --quantizer fsq --name fsq-mnist")
 @handle_errors
 def train(
     model: Optional[str] = typer.Option(None, "--model", "-m", show_default="vqvae",
-                                        help="vqvae, vae, or prior (a sampler for a VQ-VAE run)."),
+                                        help="vqvae, vqgan (sharper colour images), vae, or prior (a sampler for a VQ-VAE run)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", show_default="mnist",
                                           help="mnist, anime-faces, a Hub id (owner/name), or a local folder."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file of settings; flags override it."),
@@ -261,7 +262,7 @@ def train(
                                        help="Run directory name."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue this run directory until --epochs are done."),
     run: Optional[Path] = typer.Option(None, "--run", show_default="the latest VQ-VAE run",
-                                       help="For --model prior: the VQ-VAE run to learn the codes of."),
+                                       help="For --model prior: the VQ-VAE (or vqgan) run to learn the codes of."),
     precision: Optional[str] = typer.Option(None, "--precision", show_default="auto: bf16/fp16 on a GPU, else fp32",
                                             help="auto, fp32, bf16 or fp16."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the model: faster steps after a slow first one."),

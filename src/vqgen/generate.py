@@ -186,7 +186,7 @@ def sample(source: Sampler, n: int, *, label: int | None = None, generator: torc
     """
     spec, model, decoder = source.spec, source.model, source.decoder
     model.eval()
-    kwargs = {**spec.sample_defaults, **{k: v for k, v in options.items() if v is not None}}
+    kwargs = {**spec.sampling_defaults(model), **{k: v for k, v in options.items() if v is not None}}
     if "labels" in spec.sample_options and model.conditional:
         device = next(model.parameters()).device
         kwargs["labels"] = (torch.arange(n, device=device) % model.num_classes if label is None

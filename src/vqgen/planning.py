@@ -91,8 +91,11 @@ def plan_new(model: str, dataset: str | None, config_file: str | None, flags: di
         cfg.source = parent.config.dataset_source
         cfg.parent = {"run": runs.parent_reference(parent.run_dir), "fingerprint": parent.model.code_fingerprint()}
         source = _parent_source(cfg.source)
-        return Plan(cfg, spec, parent=parent, data_label=source.label if source else parent.config.train.dataset,
-                    source=source)
+        label = source.label if source else parent.config.train.dataset
+        # A sampler for a run of another model than the default says whose: runs/prior-vqgan-anime-faces.
+        if parent.spec.name != models.DEFAULT_MODEL:
+            label = f"{parent.spec.name}-{label}"
+        return Plan(cfg, spec, parent=parent, data_label=label, source=source)
     if parent_run is not None:
         raise UsageError(f"`run` names the run whose codes a model learns; a {spec.display_name} trains on images")
     file_model = split_settings(file_values, spec.config_class)[1]

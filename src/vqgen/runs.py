@@ -441,13 +441,16 @@ def keep_best(run_dir: Path) -> None:
 def best_row(rows: list[dict], spec: models.ModelSpec | None) -> tuple[models.Figure, dict] | None:
     """The epoch (a metrics row) with the run's best held-out headline figure (its model's, else the loss), and
     that figure: the lowest, or the highest where higher is better; the later epoch on a tie. None: no row has
-    a held-out figure. `vqgen runs` and the best checkpoint pick by this alike."""
+    a held-out figure. `vqgen runs` and the best checkpoint pick by this alike. For a model whose best epoch is
+    its latest (`ModelSpec.best_epoch` False): the latest row with the figure."""
     from vqgen.models.registry import LOSS
 
     for figure in ((spec.headline,) if spec is not None else ()) + (LOSS,):
         key = f"test_{figure.name}"
         found = [r for r in rows if isinstance(r.get(key), (int, float)) and r[key] == r[key]]   # not NaN
         if found:
+            if spec is not None and not spec.best_epoch:
+                return figure, found[-1]
             sign = 1 if figure.lower_is_better else -1
             return figure, min(reversed(found), key=lambda r: sign * r[key])
     return None

@@ -61,7 +61,8 @@ def score(model, n: int, *, again: bool, device: str | None, seed: int, given: d
         except UsageError as e:
             note(f"Samples not scored: {e}")
             continue
-        options = {**{k: v for k, v in source.spec.sample_defaults.items() if k != "labels"}, **given}
+        options = {**{k: v for k, v in source.spec.sampling_defaults(source.model).items() if k != "labels"},
+                   **given}
         asked = (torch.arange(n) % source.model.num_classes) if source.model.conditional else None
         jobs.append(_ScoreJob(what, drawer, options, lambda: model._samples(n, seed, progress, given), asked,
                               source.class_names if asked is not None else None))

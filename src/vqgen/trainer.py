@@ -120,7 +120,7 @@ class Trainer:
         for batch in self.batches.iterate(start=self.step):
             if self.before_step is not None:
                 self.before_step()
-            core.begin_step(self.global_step)
+            core.begin_step(self.global_step, self.epochs * len(self.batches))
             with autocast(self.device_type, self.precision):
                 out = self.model(*batch)
             self.optimize(out)

@@ -373,7 +373,8 @@ class Session:
                                      else group.weight_decay, fused=self.device.type in ("cpu", "cuda"))
         # Each step's rate follows the schedule from the run's settings (a resumed run's too), over the
         # whole run's steps: the new total where a resumed run trains for more epochs.
-        return Optimization(optimizer, group.loss, group.start_step, schedule, group.name)
+        start = max(group.start_step, models.start_of(group.start_share, train.epochs * len(self.batches)))
+        return Optimization(optimizer, group.loss, start, schedule, group.name)
 
     def optimizer_state(self) -> dict:
         """Every optimizer's state for resume.pt: "optimizer" for one (as vqgen 0.3 wrote it), else by group."""

@@ -20,6 +20,7 @@ Models know tensors only: no files, progress bars or command line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -43,6 +44,13 @@ class ParameterGroup:
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float | None = None          # None: the run's `weight_decay`
     start_step: int = 0                        # trains from this step of the whole run on (0: from the start)
+    start_share: float = 0.0                   # or from this share of the run's steps on, whichever is later
+
+
+def start_of(share: float, total_steps: int) -> int:
+    """The step of a run of `total_steps` steps at which a share of it has passed: where a group with
+    `start_share` starts (the trainer and the model count it alike)."""
+    return math.ceil(share * total_steps)
 
 
 class Model(nn.Module):
@@ -62,8 +70,9 @@ class Model(nn.Module):
         """What the trainer optimises: by default every parameter, on "loss", at the run's settings."""
         return [ParameterGroup("model", list(self.parameters()))]
 
-    def begin_step(self, step: int) -> None:
-        """Told the step of the whole run before each training step (a loss that starts later reads it).
+    def begin_step(self, step: int, total_steps: int) -> None:
+        """Told the step of the whole run, and the run's number of steps, before each training step (a loss
+        that starts later reads it).
 
         A model that is compiled should keep what it derives from `step` in a tensor, not a Python
         number, so that the compiled forward is not rebuilt every step."""
@@ -72,6 +81,11 @@ class Model(nn.Module):
         """A model with the operation "sample": n new images in [0, 1], or code grids that its parent decodes
         (a model trained on codes); `options` as its spec's `sample_options` and `sample_defaults` list them."""
         raise NotImplementedError
+
+    def sampling_defaults(self) -> dict:
+        """Defaults of `sample`'s options that this model's own settings choose, over its spec's
+        `sample_defaults` (a prior's temperature and top-k, chosen for its code grid)."""
+        return {}
 
     def reset_metrics(self) -> None:
         """Start counting the per-epoch figures afresh."""

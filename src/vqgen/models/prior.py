@@ -54,6 +54,10 @@ class PriorConfig:
     mlp_ratio: int = setting(2, "hidden width of each block's MLP, in multiples of dim", at_least(1, 16))
     dropout: float = setting(0.0, "one epoch does not overfit", between(0.0, 0.9))
     class_dropout: float = setting(0.1, "training grids shown without their class (for guidance)", between(0.0, 1.0))
+    temperature: float = setting(PRIOR_TEMPERATURE, "sampling's default temperature (below 1: safer samples)",
+                                 between(1e-3, 100.0))
+    top_k: int = setting(0, "sampling's default: draw only from the k likeliest codes (0: from all)",
+                         at_least(0, 65536))
 
     def __post_init__(self):
         validate(self)
@@ -164,6 +168,9 @@ class CodePrior(Model):
             raise UsageError(f"`guidance` needs a class-conditional prior; this one is {what}: drop `guidance`")
         return guidance
 
+    def sampling_defaults(self) -> dict:
+        return {"temperature": self.cfg.temperature, "top_k": self.cfg.top_k}
+
     @torch.no_grad()
     def sample(self, n: int, labels: torch.Tensor | None = None, temperature: float = 1.0,
                top_k: int = 0, guidance: float | None = 1.0, generator: torch.Generator | None = None,
@@ -219,23 +226,29 @@ def pictures(prior: CodePrior, ctx: PictureContext) -> list[Picture]:
         n, nrow, rows = 10 * k, 10, list(ctx.class_names or range(k))
     else:
         labels, n, nrow, rows = None, 64, 8, None
-    codes = prior.sample(n, labels, temperature=PRIOR_TEMPERATURE, guidance=None, generator=ctx.generator)
+    codes = prior.sample(n, labels, guidance=None, generator=ctx.generator, **prior.sampling_defaults())
     images = ctx.parent.decode_indices(codes.to(next(ctx.parent.parameters()).device))
     return [Picture("samples", images, nrow=nrow, row_labels=[str(r) for r in rows] if rows else None)]
 
 
 SMALL_GRID = 64   # positions: MNIST's 7x7 codes are small; a face's are hundreds
+# Sampling over a large grid (a face's 144 codes), chosen by FID of 500 samples against the real faces over
+# temperatures and top-k (docs/benchmarks.md, "Faces with edges").
+LARGE_GRID_TEMPERATURE = 0.85
+LARGE_GRID_TOP_K = 0
 
 
 def defaults(shape: CodeShape) -> tuple[dict, dict]:
     """By the size of the code grid. Small grids (MNIST's 49 codes, 60,000 of them): one epoch at batch 16
     learns more per grid than more epochs at larger batches (docs/design.md). Large grids (a face's hundreds
-    of codes, a few thousand grids): a wider, deeper transformer, with dropout, for more epochs."""
+    of codes, a few thousand grids): a wider, deeper transformer, with dropout, for more epochs, and the
+    sampling temperature and top-k that gave the lowest FID."""
     model = {"codebook_size": shape.codebook_size, "grid": shape.grid, "num_classes": shape.num_classes}
     if shape.grid ** 2 <= SMALL_GRID:
         return {"epochs": 1, "lr": 2e-2, "batch_size": 16}, model
     return ({"epochs": 8, "lr": 3e-3, "batch_size": 32},
-            {**model, "dim": 128, "layers": 4, "heads": 4, "dropout": 0.1})
+            {**model, "dim": 128, "layers": 4, "heads": 4, "dropout": 0.1,
+             "temperature": LARGE_GRID_TEMPERATURE, "top_k": LARGE_GRID_TOP_K})
 
 
 def settle(shape: CodeShape, values: dict) -> dict:
@@ -262,7 +275,7 @@ register(ModelSpec(
     defaults=defaults, pictures=pictures, trains_on="codes", operations=frozenset({"sample"}),
     scores=frozenset({"samples"}),
     sample_options=("labels", "temperature", "top_k", "guidance"),
-    sample_defaults={"temperature": PRIOR_TEMPERATURE, "top_k": 0, "guidance": None},
+    sample_defaults={"guidance": None},   # temperature and top-k: the prior's own settings (`sampling_defaults`)
     sample_starts={"guidance": PRIOR_GUIDANCE},
     # Batch 16 keeps a GPU waiting on kernel launches; two epochs at batch 128 reached NLL 5.52 (and 96-98%
     # of digits read right) in vqgen 0.2's measurements on the CPU, against 5.58 for the CPU default.

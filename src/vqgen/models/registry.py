@@ -130,6 +130,10 @@ class ModelSpec:
     # What `vqgen score` measures of its runs (of SCORES): "reconstructions" (with "reconstruct"), "samples"
     # (with "sample", or "codes" that a model trained on them samples through). None: nothing.
     scores: frozenset = field(default_factory=frozenset)
+    # The epoch with the best held-out headline figure is the run's best, kept and used by the commands. False
+    # for a model whose held-out figures do not say which epoch is best (an adversarial autoencoder's pixel
+    # error rises as it learns to draw detail): its latest epoch is its best.
+    best_epoch: bool = True
 
     def __post_init__(self):
         unknown = set(self.operations) - OPERATIONS
@@ -153,6 +157,10 @@ class ModelSpec:
     def headline(self) -> Figure:
         """The figure that says how good a run is: the declared one, else the held-out loss."""
         return next((f for f in self.figures if f.headline), LOSS)
+
+    def sampling_defaults(self, model) -> dict:
+        """Where `sample`'s options start for this model: the spec's defaults, with those its settings choose."""
+        return {**self.sample_defaults, **model.sampling_defaults()}
 
     def config(self, values: dict):
         """The model's config dataclass from a dict; unknown keys and bad values refused by name."""

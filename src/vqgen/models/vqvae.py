@@ -41,6 +41,9 @@ class VQVAEConfig:
                              _known_quantizer)
     quantizer_config: Any = group("quantizer", quantizer_configs, "the quantiser's own settings (given flat too)")
     loss: str = setting("mse", "reconstruction loss: mse | l1 (sharper for colour images)", one_of("mse", "l1"))
+    upsample: str = setting("transposed", "the decoder's stride-2 stages: transposed (4x4 transposed convolutions) | "
+                            "nearest (nearest-neighbour doubling and a 3x3 convolution: no checkerboard under an "
+                            "adversarial loss)", one_of("transposed", "nearest"))
 
     def __init__(self, **settings):
         init_grouped(self, settings)
@@ -102,6 +105,14 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+def upsampling(kind: str, in_ch: int, out_ch: int) -> list[nn.Module]:
+    """One stage that doubles the side: a transposed convolution, or nearest-neighbour doubling and a 3x3
+    convolution (whose output has no checkerboard of the transposed kernel's overlaps)."""
+    if kind == "nearest":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(in_ch, out_ch, 3, padding=1)]
+    return [nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1)]
+
+
 class Decoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
@@ -111,7 +122,7 @@ class Decoder(nn.Module):
         for i in range(cfg.downsample):
             last = i == cfg.downsample - 1
             out_ch = cfg.channels if last else cfg.hidden // 2 ** (i + 1)
-            layers += [nn.ReLU(), nn.ConvTranspose2d(in_ch, out_ch, 4, stride=2, padding=1)]
+            layers += [nn.ReLU(), *upsampling(cfg.upsample, in_ch, out_ch)]
             in_ch = out_ch
         self.net = nn.Sequential(*layers)
 
