@@ -11,6 +11,7 @@
 # (the faces are copyrighted, and so is what a model makes of them).
 set -uo pipefail
 faces=${1:?usage: faces_adversarial.sh FACES_FOLDER}
+command -v vqgen > /dev/null || { echo "vqgen is not on PATH: activate the environment it is installed in"; exit 1; }
 mkdir -p logs
 
 timed() {   # timed NAME COMMAND...: the command's output in logs/NAME.log, its wall time in times.txt

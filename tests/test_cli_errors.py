@@ -10,7 +10,7 @@ import pytest
     (["train", "--config", "missing.yaml"], 2, "--config missing.yaml: no such file"),
     (["train", "--epochs", "0"], 2, "--epochs must be at least 1"),
     (["train", "--device", "tpu"], 2, "--device tpu: use auto, cpu, cuda or mps"),
-    (["interpolate", "4", "9"], 2, "no trained VQ-VAE or VAE run under runs/"),
+    (["interpolate", "4", "9"], 2, "no trained VQ-VAE, VAE or VQGAN run under runs/"),
     (["info", "nowhere"], 2, "nowhere: no such run directory"),
 ])
 def test_bad_usage_gets_one_line_and_exit_2(tmp_path, args, code, message, mnist_idx, invoke, monkeypatch):
@@ -39,7 +39,7 @@ def test_bad_usage_gets_one_line_and_exit_2(tmp_path, args, code, message, mnist
     (["train", "--epochs", "1000000"], "--epochs must be at most 100,000"),
     (["train", "--device", "gpu"], "--device gpu: use auto, cpu, cuda or mps"),
     (["train", "--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
-    (["train", "--model", "gan"], "--model 'gan' is not one of 'vqvae', 'vae', 'prior'"),
+    (["train", "--model", "gan"], "--model 'gan' is not one of 'vqvae', 'vae', 'vqgan', 'prior'"),
     (["train", "--config", "a_folder"], "--config a_folder: is a folder"),
     (["train", "--config", "no.yaml"], "--config no.yaml: no such file"),
     (["train", "--out", "a_file", "--dataset", "mnist"], "--out a_file: is a file; give a folder"),

@@ -85,12 +85,12 @@ def test_a_registered_model_works_through_the_cli(toy, tmp_path, invoke, make_mn
     assert model.kind == "toy" and model.encode(torch.rand(3, 1, 28, 28)).shape == (3, 8)
     # What it cannot do is refused by name.
     r = invoke("sample", "--run", run, cwd=tmp_path)
-    assert r.exit_code == 2 and "holds a toy autoencoder, but this needs a VAE, prior or VQ-VAE run" in r.stderr
+    assert r.exit_code == 2 and "holds a toy autoencoder, but this needs a VAE, prior, VQ-VAE or VQGAN run" in r.stderr
 
 
 def test_unknown_and_unregistered_models_are_refused(tmp_path, invoke):
     r = invoke("train", "--model", "toy", cwd=tmp_path)
-    assert r.exit_code == 2 and "--model 'toy' is not one of 'vqvae', 'vae', 'prior'" in r.stderr
+    assert r.exit_code == 2 and "--model 'toy' is not one of 'vqvae', 'vae', 'vqgan', 'prior'" in r.stderr
 
 
 def test_weights_naming_an_unregistered_model_say_so(toy, tmp_path):

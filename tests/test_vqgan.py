@@ -111,7 +111,8 @@ def test_the_adaptive_weight_is_taming_rule_capped():
     capped.begin_step(9, 10)
     out = capped(x)
     assert out["weight"].item() == pytest.approx(0.05)
-    assert out["loss"].item() == pytest.approx((out["rec"] + out["vq"] + 0.05 * out["g"]).item(), rel=1e-5)
+    expected = out["rec"] + out["vq"] + 0.05 * out["g"] + capped.cfg.feature_matching * out["fm"]
+    assert out["fm"].item() > 0 and out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     fixed = tiny(adaptive=False, disc_weight=0.03)
     fixed.train()
     fixed.begin_step(9, 10)

@@ -234,8 +234,8 @@ def pictures(prior: CodePrior, ctx: PictureContext) -> list[Picture]:
 SMALL_GRID = 64   # positions: MNIST's 7x7 codes are small; a face's are hundreds
 # Sampling over a large grid (a face's 144 codes), chosen by FID of 500 samples against the real faces over
 # temperatures and top-k (docs/benchmarks.md, "Faces with edges").
-LARGE_GRID_TEMPERATURE = 0.85
-LARGE_GRID_TOP_K = 0
+LARGE_GRID_TEMPERATURE = 1.0
+LARGE_GRID_TOP_K = 100
 
 
 def defaults(shape: CodeShape) -> tuple[dict, dict]:

@@ -1,4 +1,4 @@
-"""An adversarial VQ-VAE (the VQGAN recipe of Esser et al. 2021, without the perceptual loss).
+"""An adversarial VQ-VAE (the VQGAN recipe of Esser et al. 2021, without LPIPS).
 
 The VQ-VAE's encoder, quantiser and decoder, trained on the pixel loss as the
 VQ-VAE is, and, from a share of the run on, against a patch discriminator
@@ -15,6 +15,10 @@ plausible edges and texture instead.
   differentiable augmentation (DiffAugment, Zhao et al. 2020: colour,
   translation, cutout), and LeCam's regulariser (Tseng et al. 2021) can hold
   its outputs near their moving averages.
+- Each reconstruction is also pulled towards its original in the
+  discriminator's features, layer by layer (pix2pixHD's feature matching): a
+  perceptual loss learned on the data itself, where LPIPS would need ImageNet
+  weights downloaded.
 - Before its start, the discriminator neither trains nor weighs in, and is not
   run at all: those steps cost what a VQ-VAE's do.
 
@@ -24,7 +28,6 @@ The discriminator is its own parameter group with its own optimizer settings
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -154,8 +157,8 @@ class VQGAN(VQVAE):
     def __init__(self, cfg: VQGANConfig):
         super().__init__(cfg)
         self.discriminator = PatchDiscriminator(cfg.channels, cfg.disc_channels, cfg.disc_layers)
-        # Figures kept across steps (saved, so a resumed run
-        # continues them): the last adaptive weight, LeCam's moving averages of the verdicts.
+        # Figures kept across steps (saved, so a resumed run continues them): the last adaptive weight,
+        # LeCam's moving averages of the verdicts.
         self.adversarial = False   # the discriminator's start has come (told before each training step)
         self.register_buffer("weight", torch.zeros(()))
         self.register_buffer("ema_real", torch.zeros(()))
