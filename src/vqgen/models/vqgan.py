@@ -160,6 +160,7 @@ class VQGAN(VQVAE):
         # Figures kept across steps (saved, so a resumed run continues them): the last adaptive weight,
         # LeCam's moving averages of the verdicts.
         self.adversarial = False   # the discriminator's start has come (told before each training step)
+        self.policies = augmentations(cfg.diffaugment)   # parsed once, not every step
         self.register_buffer("weight", torch.zeros(()))
         self.register_buffer("ema_real", torch.zeros(()))
         self.register_buffer("ema_fake", torch.zeros(()))
@@ -181,10 +182,7 @@ class VQGAN(VQVAE):
         return self.decoder.net[-1].weight
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        zq, _, vq_loss = self.quantizer(self.encode(x))
-        out = self.decoder(zq)
-        rec = F.l1_loss(out, x) if self.cfg.loss == "l1" else F.mse_loss(out, x)
-        mse = F.mse_loss(out.detach().clamp(0, 1), x)
+        out, rec, mse, vq_loss = self.reconstruction_terms(x)
         zero = out.new_zeros(())
         terms = {"rec": rec.detach(), "mse": mse, "vq": vq_loss.detach()}
         training = self.training and torch.is_grad_enabled()
@@ -193,9 +191,8 @@ class VQGAN(VQVAE):
                     "d_fake": zero, "weight": zero}
         real, fake = x * 2 - 1, out * 2 - 1
         both = torch.cat([real, fake])
-        policies = augmentations(self.cfg.diffaugment)
-        if policies and training:
-            both = diff_augment(both, policies)
+        if self.policies and training:
+            both = diff_augment(both, self.policies)
         feats, logits = self.discriminator.features(both)
         real_logits, fake_logits = logits[: len(x)], logits[len(x):]
         matching = zero

@@ -146,12 +146,18 @@ class VQVAE(CodeModel):
     # ------------------------------------------------------------------ training
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        _, recon, mse, vq_loss = self.reconstruction_terms(x)
+        return {"loss": recon + vq_loss, "mse": mse, "vq": vq_loss}
+
+    def reconstruction_terms(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The decoder's raw output, the reconstruction loss, the MSE of what `reconstruct` delivers, and
+        the quantiser's loss, for a training step."""
         # A linear output (under either loss): a sigmoid output can saturate at black and stall.
         zq, _, vq_loss = self.quantizer(self.encode(x))
         out = self.decoder(zq)
         recon = F.l1_loss(out, x) if self.cfg.loss == "l1" else F.mse_loss(out, x)
-        mse = F.mse_loss(out.detach().clamp(0, 1), x)  # what `reconstruct` delivers
-        return {"loss": recon + vq_loss, "mse": mse, "vq": vq_loss}
+        mse = F.mse_loss(out.detach().clamp(0, 1), x)
+        return out, recon, mse, vq_loss
 
     def reset_metrics(self) -> None:
         self.quantizer.reset_usage()
