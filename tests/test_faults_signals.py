@@ -205,16 +205,27 @@ decoding._use_slots, cache.EntryWriter.add = start, add
     assert not (tmp_path / "runs").exists()
 
 
-def test_ctrl_c_as_the_decoding_workers_start_is_not_lost(tmp_path, tiny):
+# Ctrl-C in a fork hook, sent to the process (this thread has it blocked then), or taken by another thread
+# (as torch's threads may take a signal sent to the process): its handler then runs in this thread at once,
+# inside the hook, unless the stop is held back.
+TO_THE_PROCESS = "os.kill(os.getpid(), signal.SIGINT)"
+BY_ANOTHER_THREAD = "signal.pthread_kill(other.ident, signal.SIGINT); time.sleep(0.3)"
+
+
+@pytest.mark.parametrize("send", [TO_THE_PROCESS, BY_ANOTHER_THREAD], ids=["to-the-process", "by-another-thread"])
+def test_ctrl_c_as_the_decoding_workers_start_is_not_lost(tmp_path, tiny, send):
     """Ctrl-C while the workers are forked: Python ignores an exception raised in its fork hooks, so the
     interruption was swallowed and training went on (exit 0). Held back until they are started, it stops."""
     data = image_folder(tmp_path / "digits", 64)
-    setup = """
+    setup = f"""
+import threading
+other = threading.Thread(target=threading.Event().wait, daemon=True)
+other.start()
 fired = []
 def hook():
     if not fired:
         fired.append(1)
-        os.kill(os.getpid(), signal.SIGINT)
+        {send}
 os.register_at_fork(after_in_parent=hook)
 """
     r, _ = run_vqgen(setup, "train", "--dataset", data, "--config", tiny(tmp_path), "--out", tmp_path / "runs",

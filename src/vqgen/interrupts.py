@@ -20,7 +20,10 @@ ignored.
   passes the signal on). A signal within `REPEAT_SECONDS` of the first is the
   same stop delivered twice (by the scheduler, and passed on by a launcher).
 - `blocked()`: no stop signal lands inside the block; one that arrives waits
-  until it ends (Python swallows an exception raised in its fork hooks).
+  until it ends (Python swallows an exception raised in its fork hooks). The
+  signal is blocked in this thread and held back as well: one sent to the
+  process may be taken by another thread (torch's), whose handler would
+  otherwise raise in this one at once.
 - `as_worker(parent)`: in a worker process (decoding), stop signals are left to
   the parent, which stops its workers; on Linux the worker ends with it.
 """
@@ -200,15 +203,21 @@ def on_exit_now(hook: Callable[[int], None]):
 
 @contextmanager
 def blocked():
-    """No stop signal is delivered in this block (main thread); one that arrives is delivered when it ends."""
+    """No stop signal is delivered in this block (main thread); one that arrives is raised when it ends.
+
+    Blocking it in this thread is not enough: the kernel gives a signal sent to the process to any thread
+    that does not block it, and Python then runs the handler in the main thread at once, wherever it is (in
+    a fork hook, say). So the stop is also held back (`deferred`), and blocking keeps it from a process
+    forked here before that process has set its own handlers."""
     if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    with deferred():
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        try:
+            yield
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def as_worker(parent: int) -> None:
