@@ -206,7 +206,8 @@ def launch(devices: int, plan: Path) -> tuple[int, int]:
     folder = Path(plan).parent
     with_parent = sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
     proc = subprocess.Popen(cmd, stdout=2, env=env, start_new_session=True,
-                            preexec_fn=_dies_with_parent() if with_parent else None)
+                            # torchrun gets SIGTERM when this process ends (Linux)
+                            preexec_fn=interrupts.die_with_parent(signal.SIGTERM) if with_parent else None)
     stopped, told = 0, set()
     with interrupts.handled(), interrupts.on_exit_now(lambda signum: _tell(folder, signum, set())):
         while True:
@@ -218,10 +219,3 @@ def launch(devices: int, plan: Path) -> tuple[int, int]:
                 stopped = interrupts.signal_of(e)
             told = _tell(folder, stopped, told)
 
-
-def _dies_with_parent():
-    """What torchrun's process runs before it starts: it gets SIGTERM when this process ends (Linux)."""
-    import ctypes
-
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-    return lambda: prctl(1, int(signal.SIGTERM), 0, 0, 0)

@@ -40,6 +40,7 @@ from typing import Callable
 
 SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGINT", "SIGTERM", "SIGHUP")) if s is not None)
 REPEAT_SECONDS = 2.0   # a stop signal this soon after the first is the same stop, delivered twice
+PR_SET_PDEATHSIG = 1   # prctl's option: the signal a process gets when its parent ends (Linux)
 
 
 def signal_name(signum: int) -> str:
@@ -226,18 +227,21 @@ def as_worker(parent: int) -> None:
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
-        die_with_parent(signal.SIGKILL)
+        die_with_parent(signal.SIGKILL)()
         if os.getppid() != parent:   # the parent ended before that was set
             os._exit(1)
     if hasattr(signal, "pthread_sigmask"):   # a worker forked in `blocked()` starts with them blocked
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
-def die_with_parent(signum: int) -> None:
-    """Linux: this process gets `signum` when the thread that started it ends (prctl PR_SET_PDEATHSIG)."""
+def die_with_parent(signum: int) -> Callable[[], None]:
+    """Linux: a function that, called in a process, has it get `signum` when the thread that started it ends
+    (prctl PR_SET_PDEATHSIG); one that does nothing where the C library has no prctl. The library is looked up
+    here, so the function only makes the call: safe between fork and exec, as a `subprocess` `preexec_fn`."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum), 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        pass
+        return lambda: None
+    return lambda: prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0)
