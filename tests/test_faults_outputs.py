@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 from vqgen import files, runs
-from vqgen.errors import DiskFull, NotWritable
+from vqgen.errors import DiskFull, NotWritable, size_text
 
 VQGEN = [sys.executable, "-m", "vqgen"]
 EARLIER = b"the user's earlier file, kept byte for byte"
@@ -124,6 +124,12 @@ def test_a_full_disk_while_an_epoch_is_committed(home, tmp_path, invoke, one_cle
     assert leftovers(run) == [] and not (run / runs.RESUME_STAGED).exists()   # nothing staged for no epoch
     assert runs.summarize(run).epoch == 1   # the run is as it was, and resumes from its last epoch
     assert runs.load_resume(run, 1)["epoch"] == 1
+
+
+def test_sizes_read_one_way_in_every_message():
+    sizes = [0, 312, 45_234, 99_950, 770_400, 999_999, 1_234_567, 55_000_000, 1_234_567_890]
+    assert [size_text(n) for n in sizes] == ["0 bytes", "312 bytes", "45.2 kB", "100 kB", "770 kB", "1.0 MB",
+                                             "1.2 MB", "55.0 MB", "1.2 GB"]
 
 
 def test_a_row_of_steps_csv_is_appended_whole_or_not_at_all(tmp_path, monkeypatch):

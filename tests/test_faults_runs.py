@@ -226,7 +226,7 @@ def test_a_cgroup_limit_decides_what_is_held_in_memory_and_the_decode_workers(cg
     assert decoding.decode_workers(100_000) == min(2, len(os.sched_getaffinity(0)))
     write("memory.max", "100000")   # less than the tiny model and its optimizer state
     one_clean_line(invoke("train", "--dataset", mnist_idx, "--config", tiny(tmp_path), "--out", tmp_path / "runs"), 2,
-                   "more than the 0.1 MiB of memory this container may use (its cgroup's limit)")
+                   "more than the 100 kB of memory this container may use (its cgroup's limit)")
 
 
 # --------------------------------------------------------------------------- the best checkpoint is never lost

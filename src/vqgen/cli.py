@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vqgen import __version__
-from vqgen.errors import VQGenError, explain
+from vqgen.errors import VQGenError, explain, size_text
 from vqgen.files import shown_path
 
 app = typer.Typer(
@@ -559,10 +559,6 @@ def info(
 # --------------------------------------------------------------------------- runs / compare / map
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.0f} kB"
-
-
 @app.command("runs", cls=Command, epilog="Examples:\n\n  vqgen runs\n\n  vqgen runs --json\n\n  vqgen runs --clean --yes")
 @handle_errors
 def runs_cmd(
@@ -602,7 +598,7 @@ def runs_cmd(
             best = f"{r['best']['figure']} {_cell('best', r['best']['value'])}" if r["best"] else ""
             rows.append([r["run"], r["model"], r["data"], f"{r['epochs']}/{r['of'] if r['of'] is not None else '?'}",
                          best, *((r["score"]["text"] if r["score"] else "",) if scored else ()),
-                         _megabytes(r["bytes"]), r["status"]])
+                         size_text(r["bytes"]), r["status"]])
         others = sum(max(len(head), *(len(row[i]) for row in rows)) + 2
                      for i, (head, _) in enumerate(heads) if head != "data")
         room = stdout.width - others

@@ -115,9 +115,12 @@ def _chain(error: BaseException):
 
 
 def size_text(n: float) -> str:
+    """Bytes as people read them, in decimal units: '1.2 GB', '45.3 MB', '770 kB', '312 bytes'. The one
+    format of a size in vqgen's messages and tables."""
     for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
+        if n >= 0.9995 * scale:   # what would read "1000 kB" reads "1.0 MB"
+            value = n / scale
+            return f"{value:.1f} {unit}" if value < 99.95 else f"{value:.0f} {unit}"
     return f"{int(n)} bytes"
 
 

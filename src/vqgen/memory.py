@@ -100,8 +100,3 @@ def limited_by_cgroup() -> bool:
 def describe() -> str:
     """How the memory of `physical_memory()` reads in a message: this machine's, or the container's limit."""
     return "the memory limit of this container (its cgroup)" if limited_by_cgroup() else "this machine's memory"
-
-
-def size(n: int) -> str:
-    """Bytes as people read them: '4.0 GiB', '512 MiB'."""
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"

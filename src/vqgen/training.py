@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vqgen import data as D
 from vqgen import distributed, images, interrupts, memory, models, plots, runs
 from vqgen.config import TrainConfig, check_train_flags
-from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError
+from vqgen.errors import DatasetError, NonFiniteLoss, RunError, UsageError, size_text
 from vqgen.files import check_path_text, shown_path
 from vqgen.memory import physical_memory
 from vqgen.metrics import RunningMean, psnr
@@ -83,8 +83,8 @@ def check_fits(spec: models.ModelSpec, config, device: torch.device) -> None:
         if total is None:
             return
     if need > total:
-        raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {memory.size(need)} with its "
-                         f"optimizer state, more than the {memory.size(total)} of {where}; choose smaller "
+        raise UsageError(f"this {spec.display_name} would have {n:,} parameters: {size_text(need)} with its "
+                         f"optimizer state, more than the {size_text(total)} of {where}; choose smaller "
                          "model settings")
 
 
