@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vqgen import models
-from vqgen.config import RunConfig, TrainConfig, read_yaml, resolve_config
+from vqgen.config import RunConfig, TrainConfig, choose_model, read_yaml, resolve_config
 from vqgen.errors import UsageError
 from vqgen.settings import field_names
 
@@ -64,6 +64,22 @@ def test_flag_errors_name_the_parameter_and_the_cli_shows_the_flag(tmp_path, inv
     assert str(e.value) == "batch_size must be at least 1, not 0"
     r = invoke("train", "--batch-size", "0", cwd=tmp_path)
     assert r.exit_code == 2 and r.stderr.strip() == "Error: --batch-size must be at least 1, not 0"
+
+
+def test_a_config_file_names_the_model_where_the_flag_does_not():
+    assert choose_model(None, {}, "c.yaml") == models.DEFAULT_MODEL
+    assert choose_model(None, {"model": "vae"}, "c.yaml") == "vae"
+    assert choose_model("vae", {"model": "vae"}, "c.yaml") == "vae"
+    assert choose_model("prior", {}, "c.yaml") == "prior"
+    assert choose_model("vqvae", {"model": {"hidden": 8}}, "c.yaml") == "vqvae"   # a mapping: the model's settings
+    assert choose_model(None, {"model": None}, "c.yaml") == models.DEFAULT_MODEL
+    with pytest.raises(UsageError) as e:
+        choose_model("vqvae", {"model": "vae"}, "c.yaml")
+    assert str(e.value) == "model vqvae, but c.yaml says model: vae; drop one of them, or make them the same"
+    for named in ("gan", 3, ["vae"]):
+        with pytest.raises(UsageError) as e:
+            choose_model(None, {"model": named}, "c.yaml")
+        assert str(e.value).startswith(f"c.yaml says model: {named!r}, which is not one of 'vqvae', ")
 
 
 def test_gpu_defaults_are_recorded_and_flags_win():

@@ -83,6 +83,21 @@ def test_a_model_too_big_for_memory_is_refused_before_allocating(tmp_path, mnist
                           tmp_path / "runs"), 2, "more than the")
 
 
+def test_a_config_files_model_trains_and_a_model_flag_naming_another_is_refused(tmp_path, mnist_idx, invoke, write,
+                                                                                   tiny_yaml, run_info, one_clean_line):
+    cfg = write(tmp_path, "vae.yaml", "model: vae\n" + tiny_yaml.vae)
+    out = tmp_path / "runs"
+    r = invoke("train", "--dataset", mnist_idx, "--config", cfg, "--epochs", 1, "--out", out, "--name", "v")
+    assert r.exit_code == 0, r.output
+    assert run_info(out / "v")["model"] == "vae"
+    one_clean_line(invoke("train", "--model", "vqvae", "--dataset", mnist_idx, "--config", cfg, "--out", out), 2,
+                   f"Error: --model vqvae, but {cfg} says model: vae; drop one of them, or make them the same")
+    one_clean_line(invoke("train", "--dataset", mnist_idx, "--out", out, "--config",
+                          write(tmp_path, "gan.yaml", "model: gan\n" + tiny_yaml.vqvae)), 2,
+                   f"Error: {tmp_path / 'gan.yaml'} says model: 'gan', which is not one of 'vqvae', ")
+    assert sorted(p.name for p in out.iterdir()) == ["v"]   # the refusals wrote nothing
+
+
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mixed_precision_trains(tmp_path, mnist_idx, precision, invoke, tiny, run_info):
     r = invoke("train", "--dataset", mnist_idx, "--config", tiny(tmp_path), "--precision", precision,

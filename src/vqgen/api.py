@@ -110,7 +110,8 @@ def train(model: str | None = None, dataset: str | None = None, *, config: PathL
           progress=None, **settings: Any) -> "TrainResult":
     """Train a model and return the run (its `.run_dir` and final `.metrics`; `vqgen.load(result)` loads it).
 
-    model: "vqvae" (default), "vae", "prior" or another registered model.
+    model: "vqvae", "vqgan", "vae", "prior" or another registered model; by default the one the config file
+    names (`model: vqgan`), else "vqvae". A config file that names another model than `model` is refused.
     dataset: "mnist", "anime-faces", a Hub id, or a local folder.
     config: a YAML file of settings; the keyword arguments win over it.
     settings: any other setting of the training or the model, e.g. `codebook_size=64`.

@@ -240,7 +240,7 @@ class ListsQuantizers(Command):
              "\n\n  vqgen train --quantizer fsq --name fsq-mnist")
 @handle_errors
 def train(
-    model: Optional[str] = typer.Option(None, "--model", "-m", show_default="vqvae",
+    model: Optional[str] = typer.Option(None, "--model", "-m", show_default="model: in --config, else vqvae",
                                         help="vqvae, vqgan (sharper colour images), vae, or prior (a sampler for a VQ-VAE run)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", show_default="mnist",
                                           help="mnist, anime-faces, a Hub id (owner/name), or a local folder."),

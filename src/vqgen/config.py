@@ -132,6 +132,31 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+def model_in_file(data: dict, file_name) -> str | None:
+    """The model a config file names (`model: vqgan`), or None; a `model:` mapping holds the model's settings."""
+    from vqgen import models
+
+    named = data.get("model")
+    if named is None or isinstance(named, dict):
+        return None
+    if not isinstance(named, str) or models.find(named) is None:
+        raise UsageError(f"{file_name} says model: {named!r}, which is not one of "
+                         f"{', '.join(repr(n) for n in models.names())}")
+    return named
+
+
+def choose_model(flag: str | None, data: dict, file_name) -> str:
+    """The model to train: the `model` flag, else the config file's `model:`, else the default; a flag and a
+    file that name different models are refused."""
+    from vqgen import models
+
+    named = model_in_file(data, file_name)
+    if flag is not None and named is not None and flag != named:
+        raise UsageError(f"`model` {flag}, but {file_name} says model: {named}; drop one of them, or make them "
+                         "the same")
+    return flag or named or models.DEFAULT_MODEL
+
+
 def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
     """Sort a flat or sectioned dict into training and model settings; the model's are flat (a quantiser's
     `quantizer_config` spread among the others), so that defaults, a file and flags merge setting by setting."""
@@ -143,7 +168,7 @@ def split_settings(data: dict, model_cls) -> tuple[dict, dict]:
         elif key == "model" and isinstance(value, dict):
             model.update(value)
         elif key == "model":
-            continue  # the model's name; the `model` argument decides
+            continue  # the model's name: `model_in_file` reads it, and the caller decides
         elif key in train_keys:
             train[key] = value
         elif key in model_keys:

@@ -15,7 +15,7 @@ import torch
 
 from vqgen import data as D
 from vqgen import distributed, models, runs
-from vqgen.config import RunConfig, TrainConfig, read_yaml, resolve_config, split_settings
+from vqgen.config import RunConfig, TrainConfig, choose_model, read_yaml, resolve_config, split_settings
 from vqgen.errors import UsageError
 from vqgen.files import check_writable, remove_stale_temps
 from vqgen.settings import flat_values
@@ -70,10 +70,12 @@ def _image_shape(source: D.DatasetSource, file_model: dict) -> models.ImageShape
     return models.ImageShape(int(file_model.get("image_size", size)), int(file_model.get("channels", channels)))
 
 
-def plan_new(model: str, dataset: str | None, config_file: str | None, flags: dict, parent_run: Path | None,
+def plan_new(model: str | None, dataset: str | None, config_file: str | None, flags: dict, parent_run: Path | None,
              runs_dir: Path, log) -> Plan:
-    spec = models.get(model)
+    """A new run's plan. `model`: the model asked for; None takes the config file's `model:`, else the default."""
     file_values = read_yaml(config_file) if config_file else {}
+    model = choose_model(model, file_values, config_file)
+    spec = models.get(model)
     file_train = split_settings(file_values, spec.config_class)[0]
     device = resolve_device(flags.get("device", file_train.get("device", TrainConfig.device)))
     if spec.trains_on == "codes":

@@ -221,7 +221,7 @@ def _train(model, dataset, config_file, flags, out, name, resume, parent_run, pr
                                    "out": out, "run": parent_run}.items() if v is not None}
         plan = plan_resume(Path(resume), flags, given, log)
     else:
-        plan = plan_new(model or models.DEFAULT_MODEL, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
+        plan = plan_new(model, dataset, config_file, flags, parent_run, Path(out or "runs"), log)
     device = resolve_device(plan.config.train.device)
     ranks = distributed.join(device.type)
     if device.type == "cuda" and ranks.many:
