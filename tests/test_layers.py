@@ -14,16 +14,17 @@ LAYERS = {
     "memory": 0, "interrupts": 0,
     "models": 1,
     "config": 2, "data": 2, "runs": 2, "images": 2, "plots": 2, "tracking": 2, "trainer": 2, "distributed": 2,
+    "choosing": 2,   # the run a command takes when given none: reads the runs' folders through runs
     "generate": 2,   # inference over tensors: models only, so no data loading and no run folders
     "score": 2,      # FID, KID and the digit reader over image tensors; batches and its cache through data
     "planning": 3, "training": 3,
     "api": 4, "scoring": 4, "commands": 4,
     "demo": 5, "__init__": 5, "cli": 6, "__main__": 7,
 }
-# the run format holds a config; commands use the API; training carries out a plan; score batches
-# images and caches features through data
-SIDEWAYS = {("runs", "config"), ("commands", "api"), ("training", "planning"), ("score", "data"),
-            ("api", "scoring")}   # Model.score hands its work to scoring, which imports no API
+# the run format holds a config; choosing a run lists runs; commands use the API; training carries out a plan;
+# score batches images and caches features through data
+SIDEWAYS = {("runs", "config"), ("choosing", "runs"), ("commands", "api"), ("training", "planning"),
+            ("score", "data"), ("api", "scoring")}   # Model.score hands its work to scoring, which imports no API
 
 
 def imports_of(path: Path) -> set[str]:

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from safetensors import safe_open
 
-from vqgen import __version__, models, runs
+from vqgen import __version__, choosing, models, runs
 from vqgen.config import RunConfig, TrainConfig
 from vqgen.errors import RunError, UsageError, VQGenError
 from vqgen.models import VAE, VQVAE, VAEConfig, VQVAEConfig
@@ -174,13 +174,13 @@ def test_latest_run_of_a_kind(tmp_path):
     cfg, model = tiny_vqvae()
     a = runs.new_run_dir(tmp_path, "vqvae-mnist")
     runs.save_weights(a / runs.WEIGHTS, model, cfg, {"epoch": 1})
-    assert runs.find_latest_run([models.get("vqvae")], tmp_path) == a
+    assert choosing.find_latest_run([models.get("vqvae")], tmp_path) == a
     with pytest.raises(UsageError, match="no trained VAE run"):
-        runs.find_latest_run([models.get("vae")], tmp_path)
+        choosing.find_latest_run([models.get("vae")], tmp_path)
     # A newer run that never finished an epoch is not the latest one.
     b = runs.new_run_dir(tmp_path, "vqvae-mnist")
     runs.save_weights(b / runs.WEIGHTS, model, cfg, {"epoch": 0})
-    assert runs.find_latest_run([models.get("vqvae")], tmp_path) == a
+    assert choosing.find_latest_run([models.get("vqvae")], tmp_path) == a
 
 
 def test_metrics_round_trip(tmp_path):

@@ -242,10 +242,10 @@ def load(path: PathLike | None = None, *, device: str = "cpu", log: Log = _quiet
 
 
 def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, device: str = "cpu",
-             runs_dir: PathLike = "runs", need: "runs.Need | None" = None) -> "Checkpoint":
+             runs_dir: PathLike = "runs", need: "choosing.Need | None" = None) -> "Checkpoint":
     """`run`, or the newest run under ./runs whose model can do `operation` (and that fits `need`: has the
     classes asked for, say), else the ready-trained one shipped with vqgen; saying which and why."""
-    from vqgen import models, runs
+    from vqgen import choosing, models, runs
 
     accept = models.with_operation(operation) if operation else [models.get(n) for n in models.names()]
     if operation == "score":   # not an operation: what the model declares `vqgen score` measures
@@ -254,8 +254,8 @@ def open_run(run: PathLike | None, operation: str | None, log: Log = _quiet, dev
         accept += [s for s in models.with_operation("codes") if s not in accept]
     if run is None:
         if need is None and operation:
-            need = runs.Need(f"that can {operation}")
-        run, line = runs.choose_run(accept, Path(runs_dir), need)
+            need = choosing.Need(f"that can {operation}")
+        run, line = choosing.choose_run(accept, Path(runs_dir), need)
         ckpt = runs.load_checkpoint(Path(os.fspath(run)), device, accept=accept)
         log(line + (f": {runs.which_epoch(ckpt)}" if ckpt.is_earlier_best else ""))
         return ckpt
@@ -283,14 +283,14 @@ def class_endpoints(*specs) -> list[str]:
 def open_sampler(ckpt: "Checkpoint", log: Log = _quiet) -> tuple["Checkpoint", "Sampler"]:
     """The run that draws samples for `ckpt` and its `Sampler`: itself (with its parent run as decoder, for a
     model of codes), or the newest run beside it trained on its codes (saying which)."""
-    from vqgen import generate, runs
+    from vqgen import choosing, generate, runs
 
     specs = generate.sampler_specs(ckpt.spec)
     device = next(ckpt.model.parameters()).device
     if ckpt.spec.can("sample"):
         parent = runs.load_parent(ckpt.config, device) if ckpt.spec.trains_on == "codes" else None
         return ckpt, _sampler(ckpt, parent)
-    child_dir = runs.find_child_run(ckpt, specs)
+    child_dir = choosing.find_child_run(ckpt, specs)
     log(f"Using {runs.describe_kinds(specs)} {runs.run_label(child_dir)}")
     child = runs.load_checkpoint(child_dir, device, accept=specs)
     runs.check_parent(child.config, ckpt)

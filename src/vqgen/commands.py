@@ -140,10 +140,10 @@ def _endpoint_files(*specs) -> list[Path]:
 def _morph(a: str, b: str, steps: int, run: Path | None, method: str, space: str | None, log: Log):
     check_steps(steps)
     check_arg("method", method, one_of("lerp", "slerp"))
-    from vqgen import runs
+    from vqgen import choosing
 
     named = api.class_endpoints(a, b)   # without `run`: the newest run that has these classes
-    model = Model(open_run(run, "interpolate", log, need=runs.with_classes(named) if named else None))
+    model = Model(open_run(run, "interpolate", log, need=choosing.with_classes(named) if named else None))
     return model, model.interpolate(a, b, steps, method=method, space=space, log=log)
 
 
@@ -266,12 +266,10 @@ def sample(n: int = 64, run: Path | None = None, digit: int | None = None, class
         check_output_file(out, "out")
     if frames is not None:
         check_output_dir(frames, "frames")
-    from vqgen import images
-
-    from vqgen import runs
+    from vqgen import choosing, images
 
     asked = str(digit) if digit is not None else class_name   # without `run`: the newest that samples it
-    model = Model(open_run(run, "sample", log, need=runs.samples_class(asked) if asked is not None else None))
+    model = Model(open_run(run, "sample", log, need=choosing.samples_class(asked) if asked is not None else None))
     pics = model.sample(n, digit=digit, class_name=class_name, temperature=temperature, top_k=top_k,
                         guidance=guidance, sampler=sampler, seed=seed, log=log)
     name = _sample_name(n, digit, class_name, sampler, temperature, top_k, guidance, seed)
@@ -407,18 +405,18 @@ def _any_run(run: Path | None, log: Log) -> Path:
     """`run`, or the run `eval` and `info` describe without one: the newest run trained on images (the model
     the user looks at; a prior trained since on its codes is named beside it), else the newest of any kind,
     else the ready-trained one."""
-    from vqgen import models, runs
+    from vqgen import choosing, models, runs
 
     if run is None:
         every = [models.get(n) for n in models.names()]
         try:
-            run, line = runs.choose_run([s for s in every if s.trains_on == "images"], ready=False,
-                                        need=runs.Need("trained on images"))
+            run, line = choosing.choose_run([s for s in every if s.trains_on == "images"], ready=False,
+                                            need=choosing.Need("trained on images"))
             newer = [s for s in runs.list_runs() if s.usable and s.mtime > runs.summarize(run).mtime]
             if newer:
                 line = line[:-1] + f"; newer: {newer[-1].path})"
         except UsageError:
-            run, line = runs.choose_run(every)
+            run, line = choosing.choose_run(every)
         log(line)
     run = runs.resolve_run(run)
     if not run.exists():

@@ -150,11 +150,11 @@ class Page:
         VQ-VAE shipped with vqgen."""
         if self.first_run is not None:
             return str(self.first_run)
-        from vqgen import models, runs
+        from vqgen import choosing, models, runs
 
         try:
-            return str(runs.find_latest_run(models.with_operation("reconstruct"), self.runs_dir,
-                                            ready=not runs.list_runs(self.runs_dir)))
+            return str(choosing.find_latest_run(models.with_operation("reconstruct"), self.runs_dir,
+                                                ready=not runs.list_runs(self.runs_dir)))
         except UsageError:
             choices = self.run_choices()
             return choices[0][1] if choices else None

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from vqgen import data as D
-from vqgen import distributed, models, runs
+from vqgen import choosing, distributed, models, runs
 from vqgen.config import RunConfig, TrainConfig, choose_model, read_yaml, resolve_config, split_settings
 from vqgen.errors import UsageError
 from vqgen.files import check_writable, remove_stale_temps
@@ -83,7 +83,7 @@ def plan_new(model: str | None, dataset: str | None, config_file: str | None, fl
             raise UsageError(f"`dataset`: a {spec.display_name} trains on the codes of another run's data; "
                              "drop `dataset` and pass that run with `run`")
         parents = models.with_operation("codes")
-        parent_dir = Path(parent_run) if parent_run else runs.find_latest_run(parents, runs_dir, ready=True)
+        parent_dir = Path(parent_run) if parent_run else choosing.find_latest_run(parents, runs_dir, ready=True)
         parent = runs.load_checkpoint(parent_dir, accept=parents)
         log(f"{spec.display_name.capitalize()} for the {parent.spec.display_name} run {runs.run_label(parent.run_dir)}"
             + (f": {runs.which_epoch(parent)}" if parent.is_earlier_best else ""))
