@@ -28,15 +28,15 @@ The discriminator is its own parameter group with its own optimizer settings
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vqgen.models.base import RECONSTRUCTION_FIGURES, ParameterGroup, reconstruction_picture, start_of
-from vqgen.models.registry import Figure, ImageShape, ModelSpec, register
-from vqgen.models.vqvae import VQVAE, VQVAEConfig, defaults as vqvae_defaults
+from vqgen.models.base import ParameterGroup, start_of
+from vqgen.models.registry import Figure, register
+from vqgen.models.vqvae import VQVAE, VQVAE_SPEC, VQVAEConfig
 from vqgen.settings import at_least, between, setting
 
 
@@ -157,10 +157,10 @@ class VQGAN(VQVAE):
     def __init__(self, cfg: VQGANConfig):
         super().__init__(cfg)
         self.discriminator = PatchDiscriminator(cfg.channels, cfg.disc_channels, cfg.disc_layers)
-        # Figures kept across steps (saved, so a resumed run continues them): the last adaptive weight,
-        # LeCam's moving averages of the verdicts.
         self.adversarial = False   # the discriminator's start has come (told before each training step)
         self.policies = augmentations(cfg.diffaugment)   # parsed once, not every step
+        # Figures kept across steps (saved, so a resumed run continues them): the last adaptive weight,
+        # LeCam's moving averages of the verdicts.
         self.register_buffer("weight", torch.zeros(()))
         self.register_buffer("ema_real", torch.zeros(()))
         self.register_buffer("ema_fake", torch.zeros(()))
@@ -229,13 +229,6 @@ class VQGAN(VQVAE):
         return (ratio * self.cfg.disc_weight).clamp(0, self.cfg.max_weight).detach()
 
 
-def defaults(shape: ImageShape) -> tuple[dict, dict]:
-    """The VQ-VAE's defaults for the shape (its network, codes, loss and training); the discriminator's
-    settings are the config's own defaults, chosen on the development faces (docs/benchmarks.md, "Faces with
-    edges"): a small discriminator from half the run on, feature matching, the adaptive weight at 1."""
-    return vqvae_defaults(shape)
-
-
 GAN_FIGURES = (
     Figure("rec", "reconstruction loss", panel="loss"),
     Figure("g", "generator's adversarial loss", short="g", panel="adversarial", log=False),
@@ -245,16 +238,13 @@ GAN_FIGURES = (
     Figure("weight", "adversarial weight", short="w", panel="adversarial weight", log=False),
 )
 
-register(ModelSpec(
-    name="vqgan", display_name="VQGAN", model_class=VQGAN, config_class=VQGANConfig,
-    defaults=defaults, pictures=reconstruction_picture,
-    operations=frozenset({"reconstruct", "interpolate", "encode", "codes"}),
-    scores=frozenset({"reconstructions", "samples"}),
+# The VQ-VAE's spec: its defaults by image shape (network, codes, loss, training; the discriminator's settings
+# are the config's own defaults, chosen on the development faces, docs/benchmarks.md "Faces with edges"), its
+# pictures, operations, scores and figures, and the adversarial figures besides. No GPU defaults of its own:
+# the VQ-VAE's were measured for the VQ-VAE only.
+register(replace(
+    VQVAE_SPEC, name="vqgan", display_name="VQGAN", model_class=VQGAN, config_class=VQGANConfig, gpu_defaults={},
     best_epoch=False,   # its pixel error rises as it learns to draw detail: the latest weights are the ones
     description="a VQ-VAE trained against a patch discriminator (VQGAN): sharper colour images",
-    figures=RECONSTRUCTION_FIGURES + (
-        Figure("vq", "VQ loss", panel="loss"),
-        Figure("usage", "codebook usage", fmt="{:.0%}", short="usage", lower_is_better=False, shown=True,
-               panel="codebook usage", log=False, twin="perplexity"),
-        Figure("perplexity", "perplexity", fmt="{:,.0f}", short="ppl", lower_is_better=False)) + GAN_FIGURES,
+    figures=VQVAE_SPEC.figures + GAN_FIGURES,
 ))

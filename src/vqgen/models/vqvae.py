@@ -223,7 +223,7 @@ def defaults(shape: ImageShape) -> tuple[dict, dict]:
     return train, {**model, **FACE_MODEL, "downsample": downsample}
 
 
-register(ModelSpec(
+VQVAE_SPEC = register(ModelSpec(
     name="vqvae", display_name="VQ-VAE", model_class=VQVAE, config_class=VQVAEConfig,
     defaults=defaults, pictures=reconstruction_picture,
     operations=frozenset({"reconstruct", "interpolate", "encode", "codes"}),
