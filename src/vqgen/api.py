@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-    from vqgen import runs
+    from vqgen import choosing, runs
 
     from vqgen.data import ImageData
     from vqgen.generate import Sampler

@@ -23,7 +23,6 @@ Nothing here names a model: what differs between models comes from their
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 from contextlib import contextmanager, nullcontext
@@ -348,9 +347,9 @@ class Session:
             if broadcast is not None:
                 distributed.broadcast_buffers(broadcast)
         self.before_step = before_step
-        steps = len(self.batches)
-        schedule = lr_lambda(cfg.train.lr_schedule, cfg.train.epochs * steps)
-        self.optimizations = [self.optimization(g, schedule) for g in groups]
+        total_steps = cfg.train.epochs * len(self.batches)
+        schedule = lr_lambda(cfg.train.lr_schedule, total_steps)
+        self.optimizations = [self.optimization(g, schedule, total_steps) for g in groups]
         self.start_epoch, self.start_step, self.running = 0, 0, None
         if self.plan.resume is not None:
             state = self.plan.resume
@@ -364,8 +363,10 @@ class Session:
         self.committed = self.start_epoch
         self.net, self.train_net = net, train_net
 
-    def optimization(self, group: models.ParameterGroup, schedule: Callable[[int], float]) -> Optimization:
-        """Adam over one parameter group, at its own settings where it has them, else the run's."""
+    def optimization(self, group: models.ParameterGroup, schedule: Callable[[int], float],
+                     total_steps: int) -> Optimization:
+        """Adam over one parameter group, at its own settings where it has them, else the run's; it starts at
+        its start step or its share of the run's `total_steps`, whichever is later."""
         train = self.cfg.train
         # The fused Adam step is one kernel instead of several per parameter.
         optimizer = torch.optim.Adam(group.params, lr=train.lr if group.lr is None else group.lr, betas=group.betas,
@@ -373,7 +374,7 @@ class Session:
                                      else group.weight_decay, fused=self.device.type in ("cpu", "cuda"))
         # Each step's rate follows the schedule from the run's settings (a resumed run's too), over the
         # whole run's steps: the new total where a resumed run trains for more epochs.
-        start = max(group.start_step, models.start_of(group.start_share, train.epochs * len(self.batches)))
+        start = max(group.start_step, models.start_of(group.start_share, total_steps))
         return Optimization(optimizer, group.loss, start, schedule, group.name)
 
     def optimizer_state(self) -> dict:
